@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with everything SkinGPT-4 needs, on a machine that has only Python.
+#   bash scripts/setup.sh          # runtime
+#   bash scripts/setup.sh --test   # + pytest, playwright and Debian's chromium for the browser test
+# torch: the registry's regular build. The CPU-only wheel some machines keep locally cannot import
+# torchvision (DESIGN §10); the regular build runs fine without a GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TORCH="torch==2.15.0"
+TORCHVISION="torchvision==0.29.2"
+PY="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2); }
+if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
+  echo "[setup] installing $TORCH and $TORCHVISION (regular build; a few minutes)"
+  pip install "$TORCH" "$TORCHVISION"
+fi
+extras=""
+if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
+echo "[setup] installing skingpt4$extras and its dependencies"
+pip install -e ".$extras"
+if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
+  echo "[setup] installing Debian chromium for the browser test"
+  if [ "$(id -u)" = 0 ]; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "[setup] WARNING: could not install chromium; the browser test will be skipped"
+  else
+    echo "[setup] WARNING: not root, cannot apt-get install chromium; the browser test will be skipped"
+  fi
+fi
+echo "[setup] done: $(.venv/bin/python -c 'import torch, transformers, timm, gradio; print("torch", torch.__version__, "transformers", transformers.__version__, "timm", timm.__version__, "gradio", gradio.__version__)')"

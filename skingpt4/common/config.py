@@ -1,0 +1,113 @@
+"""YAML configuration: load `--cfg-path`, apply `--options key=value`, check every section against a
+schema (a dataclass) so that a typo is an error naming the key and the valid ones, never ignored.
+
+A config has up to four top-level sections:
+  model:    built by the registered model named in `model.arch`; its `model_type` picks a default YAML
+            that is merged *under* the user's block (the user's values win).
+  datasets: one block per registered dataset builder name.
+  run:      the task, runner, schedule and optimisation settings (training) or device/decoding (chat).
+  evaluation: settings of the evaluation tasks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Optional, Type
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+TOP_LEVEL_SECTIONS = ("model", "datasets", "run", "evaluation")
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message says which key and what to do."""
+
+
+def load_config(cfg_path: str | os.PathLike, options: Iterable[str] = ()) -> DictConfig:
+    path = Path(cfg_path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: '{cfg_path}' (pass an existing YAML file to --cfg-path)")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends: say which file
+        raise ConfigError(f"could not parse YAML config '{cfg_path}': {err}") from err
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"config '{cfg_path}' must be a mapping with sections {', '.join(TOP_LEVEL_SECTIONS)}")
+    cfg = OmegaConf.merge(cfg, parse_options(options))
+    check_keys(cfg, TOP_LEVEL_SECTIONS, where="config")
+    return cfg
+
+
+def parse_options(options: Iterable[str]) -> DictConfig:
+    """`["run.init_lr=1e-4", "model.device=cpu"]` -> a config to merge over the file."""
+    options = list(options or ())
+    for opt in options:
+        if "=" not in opt or opt.startswith("="):
+            raise ConfigError(f"--options entries look like key.subkey=value, got '{opt}'")
+    try:
+        return OmegaConf.from_dotlist(options)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"could not parse --options {options}: {err}") from err
+
+
+def check_keys(section: Any, valid: Iterable[str], where: str) -> None:
+    """Raise ConfigError if `section` (a mapping) has a key outside `valid`."""
+    if section is None:
+        return
+    if not isinstance(section, (DictConfig, dict)):
+        raise ConfigError(f"'{where}' must be a mapping, got {type(section).__name__}: {section!r}")
+    valid = list(valid)
+    for key in section.keys():
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown key '{where}.{key}'{hint}; valid keys: {', '.join(sorted(valid))}")
+
+
+def apply_schema(section: Any, schema: Type, where: str, defaults: Any = None) -> DictConfig:
+    """Merge `defaults` then `section` over the dataclass `schema`; unknown keys and wrongly typed values
+    are ConfigErrors naming the full key. Nested dataclass fields are checked recursively."""
+    _check_against_dataclass(defaults, schema, where)
+    _check_against_dataclass(section, schema, where)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), defaults or {}, section or {})
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ConfigError(f"bad value for '{where}.{key}': {err.msg if hasattr(err, 'msg') else err}") from err
+    return merged
+
+
+def _check_against_dataclass(section: Any, schema: Type, where: str) -> None:
+    if section is None:
+        return
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    check_keys(section, fields, where)
+    for name, field in fields.items():
+        sub = section.get(name) if hasattr(section, "get") else None
+        if dataclasses.is_dataclass(field.type) and isinstance(sub, (DictConfig, dict)):
+            _check_against_dataclass(sub, field.type, f"{where}.{name}")
+
+
+def to_plain(cfg: Any) -> Any:
+    """DictConfig/ListConfig -> plain dict/list (for saving in checkpoints and JSON records)."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def require_path(value: Optional[str], key: str, what: str, must_be: str = "exist") -> Path:
+    """Return `value` as a Path or raise a ConfigError that names the config key and what belongs there.
+
+    must_be: "exist" (file or directory), "file" or "dir".
+    """
+    if value is None or str(value).strip() in ("", "???"):
+        raise ConfigError(f"config key '{key}' is not set; put {what} there")
+    path = Path(os.path.expanduser(str(value)))
+    ok = {"exist": path.exists(), "file": path.is_file(), "dir": path.is_dir()}[must_be]
+    if not ok:
+        kind = {"exist": "", "file": " file", "dir": " directory"}[must_be]
+        raise ConfigError(f"config key '{key}': no such{kind} '{value}'; put {what} there")
+    return path

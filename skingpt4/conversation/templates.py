@@ -1,0 +1,106 @@
+"""Chat templates: how a conversation about one image is written as text for the LLM (DESIGN §5).
+
+A template renders the whole conversation -- earlier (question, reply) turns plus the new question -- as one
+string that contains the image placeholder `<ImageHere>` exactly once, inside the first question. The chat
+engine splits that string at the placeholder, tokenizes both sides without special tokens and puts the 32
+image embeddings in between. The rendering of the default `vicuna_v0` template is the original
+SkinGPT-4 / MiniGPT-4 demo prompt, byte for byte:
+
+    <system>###Human: <Img><ImageHere></Img> <question>###Assistant: <reply>###Human: <question 2>###Assistant:
+
+`<s>` / `</s>` in a rendering (Llama-2's turn separator) stand for the tokenizer's BOS / EOS tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from skingpt4.common.registry import chat_templates
+
+IMAGE_PLACEHOLDER = "<ImageHere>"
+IMAGE_TAG = "<Img><ImageHere></Img>"
+VICUNA_SYSTEM = (
+    "Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide it "
+    "to you. Please answer my questions."
+)
+
+
+@dataclass(frozen=True)
+class ChatTemplate:
+    """The text around each question and reply.
+
+    system:         text before the first question ("" for none).
+    user_open:      text before every question.
+    assistant_open: text after every question; the prompt ends here and the model writes the reply.
+    reply_close:    text after every finished reply, before the next `user_open`.
+    stop_strings:   generation stops once the reply contains one of these; the reply is cut there.
+    (Generation also always stops at the tokenizer's EOS token.)
+    """
+
+    name: str
+    system: str
+    user_open: str
+    assistant_open: str
+    reply_close: str
+    stop_strings: tuple[str, ...]
+
+    def render(self, history: Sequence[tuple[str, str]], question: str) -> str:
+        """The prompt for `question` after the finished `history` turns; the image goes with the first question."""
+        questions = [q for q, _ in history] + [question]
+        questions[0] = f"{IMAGE_TAG} {questions[0]}"
+        text = self.system
+        for (_, reply), asked in zip(history, questions):
+            text += f"{self.user_open}{asked}{self.assistant_open} {reply}{self.reply_close}"
+        return text + f"{self.user_open}{questions[-1]}{self.assistant_open}"
+
+    def split_at_image(self, prompt: str) -> tuple[str, str]:
+        """(text before the image embeddings, text after them)."""
+        if prompt.count(IMAGE_PLACEHOLDER) != 1:
+            raise ValueError(
+                f"a prompt must contain '{IMAGE_PLACEHOLDER}' exactly once, found {prompt.count(IMAGE_PLACEHOLDER)} "
+                "(is there an image tag inside a question?)"
+            )
+        before, after = prompt.split(IMAGE_PLACEHOLDER)
+        return before, after
+
+    def clean_reply(self, text: str) -> str:
+        """The reply as shown to the user and kept in the history: cut at the first stop string, trimmed."""
+        for stop in self.stop_strings:
+            text = text.split(stop, 1)[0]
+        return text.strip()
+
+
+VICUNA_V0 = chat_templates.register("vicuna_v0")(
+    ChatTemplate(
+        name="vicuna_v0",
+        system=VICUNA_SYSTEM,
+        user_open="###Human: ",
+        assistant_open="###Assistant:",
+        reply_close="",  # the next user_open starts with the '###' separator
+        stop_strings=("###",),
+    )
+)
+
+# Llama-2 chat turns ("[INST] {} [/INST] ", end_sym "</s>"), as MiniGPT-4's Llama-2 configs train them.
+LLAMA2_CHAT = chat_templates.register("llama2_chat")(
+    ChatTemplate(
+        name="llama2_chat",
+        system="",
+        user_open="[INST] ",
+        assistant_open=" [/INST]",
+        reply_close=" </s><s>",
+        stop_strings=(),  # the reply ends with the EOS token
+    )
+)
+
+# The paper's instruction format ("### Instruction: {} ### Response: ").
+INSTRUCTION_RESPONSE = chat_templates.register("instruction_response")(
+    ChatTemplate(
+        name="instruction_response",
+        system="",
+        user_open="### Instruction: ",
+        assistant_open=" ### Response:",
+        reply_close=" ",
+        stop_strings=("###",),
+    )
+)

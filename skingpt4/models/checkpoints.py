@@ -1,0 +1,235 @@
+"""Reading and writing checkpoints in every format of DESIGN §4, loudly.
+
+Every load checks the keys it expects against the keys it found: a missing key, an unexpected key or a shape
+mismatch is a `CheckpointError` saying what was expected and what was found (the original code's
+`strict=False` silently loaded nothing when names differed). Each load returns a `LoadReport` that is also
+logged, so a user can see what came from where.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+
+log = logging.getLogger("skingpt4.checkpoints")
+
+# Names under which a fine-tuned projection is stored: ours / MiniGPT-4, older SkinGPT-4 files, transformers BLIP-2.
+PROJECTION_PREFIXES = ("llama_proj", "llm_proj", "language_projection")
+# Buffers that fine-tuned MiniGPT-4/SkinGPT-4 files carry and that mean nothing to us.
+_IGNORABLE_IN_PROJECTION_CKPT = re.compile(r"(\.rotary_emb\.inv_freq$|^Qformer\.bert\.embeddings\.position_ids$)")
+# The MiniGPT-4 Llama-2 variant without Q-Former projects 4 merged ViT tokens (4 x 1408) per LLM token.
+_NO_QFORMER_IN_FEATURES = 5632
+LLM_SIZE_BY_HIDDEN = {2048: "1B", 3072: "3B", 4096: "7B", 5120: "13B", 6656: "30B", 8192: "65B/70B"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model; the message says what was expected and what was found."""
+
+
+@dataclass
+class LoadReport:
+    source: str
+    what: str
+    loaded: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        ignored = f", ignored {len(self.ignored)} ({_summarise(self.ignored)})" if self.ignored else ""
+        return f"loaded {self.what} from '{self.source}': {len(self.loaded)} tensors{ignored}"
+
+
+def _summarise(keys: Iterable[str], n: int = 3) -> str:
+    keys = list(keys)
+    more = f", ... (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def llm_size(hidden: int) -> str:
+    return f"a {LLM_SIZE_BY_HIDDEN[hidden]} LLM" if hidden in LLM_SIZE_BY_HIDDEN else f"an LLM of hidden size {hidden}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# reading
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """torch.load with weights_only=True (these files hold only tensors and plain containers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: '{path}'")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):  # legacy (non-zip) files cannot be memory-mapped
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"could not read checkpoint '{path}': {err.__class__.__name__}: {str(err).splitlines()[0]} "
+            "(expected a torch .pth file holding only tensors and plain containers)"
+        ) from err
+
+
+def state_dict_of(obj: dict, path: str | os.PathLike) -> dict:
+    """The state dict of a checkpoint: `obj["model"]` (LAVIS/MiniGPT-4/ours) or `obj` itself if it is one."""
+    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
+        return obj["model"]
+    if isinstance(obj, dict) and obj and all(torch.is_tensor(v) for v in obj.values()):
+        return obj
+    keys = list(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+    raise CheckpointError(f"'{path}' is neither a state dict nor a {{'model': state_dict}} checkpoint; top level: {keys}")
+
+
+def load_into(module: nn.Module, state_dict: dict, source: str, what: str, ignored: Iterable[str] = ()) -> LoadReport:
+    """Strictly load `state_dict` into `module`, turning torch's error into one that names the file."""
+    expected = set(module.state_dict().keys())
+    found = set(state_dict)
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    if not found & expected:
+        raise CheckpointError(
+            f"'{source}' supplies none of the {what} weights: expected keys like {_summarise(sorted(expected))}; "
+            f"found keys like {_summarise(sorted(found)) or '(none)'}"
+        )
+    if missing or unexpected:
+        raise CheckpointError(
+            f"'{source}' does not match the {what}: missing {len(missing)} keys ({_summarise(missing) or '-'}), "
+            f"unexpected {len(unexpected)} keys ({_summarise(unexpected) or '-'})"
+        )
+    own = module.state_dict()
+    for key in sorted(expected):
+        if tuple(own[key].shape) != tuple(state_dict[key].shape):
+            raise CheckpointError(
+                f"'{source}': '{key}' has shape {tuple(state_dict[key].shape)} but the {what} expects "
+                f"{tuple(own[key].shape)} (does the config describe the architecture of this checkpoint?)"
+            )
+    module.load_state_dict(state_dict, strict=True)
+    report = LoadReport(source=str(source), what=what, loaded=sorted(found), ignored=sorted(ignored))
+    log.info("%s", report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the projection of a fine-tuned SkinGPT-4 / MiniGPT-4 checkpoint
+
+
+def find_projection(state_dict: dict, source: str) -> tuple[str, dict]:
+    """-> (the name it was stored under, {"weight", "bias"}). Errors say what was expected and found."""
+    for prefix in PROJECTION_PREFIXES:
+        if f"{prefix}.weight" in state_dict:
+            proj = {k.split(".", 1)[1]: v for k, v in state_dict.items() if k.startswith(prefix + ".")}
+            if set(proj) != {"weight", "bias"}:
+                raise CheckpointError(f"'{source}': projection '{prefix}' has {sorted(proj)}, expected weight and bias")
+            return prefix, proj
+    raise CheckpointError(
+        f"'{source}' has no projection: expected 'llama_proj.weight' (or '{PROJECTION_PREFIXES[1]}.weight' / "
+        f"'{PROJECTION_PREFIXES[2]}.weight'); found keys: {_summarise(sorted(state_dict), 5) or '(none)'}"
+    )
+
+
+def load_projection(proj: nn.Linear, path: str | os.PathLike) -> LoadReport:
+    source = str(path)
+    state_dict = state_dict_of(read_checkpoint(path), path)
+    prefix, weights = find_projection(state_dict, source)
+    out_features, in_features = weights["weight"].shape
+    if in_features == _NO_QFORMER_IN_FEATURES and proj.in_features != _NO_QFORMER_IN_FEATURES:
+        raise CheckpointError(
+            f"'{source}' is a MiniGPT-4 Llama-2 checkpoint without Q-Former (Linear({in_features}, {out_features}) over "
+            "merged ViT tokens); SkinGPT-4 projects the 32 Q-Former queries and does not support this variant"
+        )
+    if in_features != proj.in_features:
+        raise CheckpointError(
+            f"'{source}': projection '{prefix}' reads {in_features} features but our Q-Former gives {proj.in_features}"
+        )
+    if out_features != proj.out_features:
+        raise CheckpointError(
+            f"'{source}': checkpoint projects to {out_features} ({llm_size(out_features)}) but llm_model has hidden "
+            f"size {proj.out_features} ({llm_size(proj.out_features)}); use the LLM this checkpoint was trained with"
+        )
+    other = [k for k in state_dict if not k.startswith(prefix + ".")]
+    unknown = [k for k in other if not _IGNORABLE_IN_PROJECTION_CKPT.search(k)]
+    if unknown:
+        log.warning("'%s': ignoring %d keys that are not the projection: %s", source, len(unknown), _summarise(unknown))
+    report = load_into(proj, weights, source, f"projection (stored as '{prefix}')", ignored=other)
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# writing
+
+
+def save_checkpoint(path: str | os.PathLike, model_state: dict, **extra) -> Path:
+    """Write `{"model": model_state, **extra}` atomically: a temporary file in the same folder, then rename, so
+    a killed process never leaves a truncated checkpoint behind. The format is the one MiniGPT-4 reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"model": {k: v.detach().cpu() for k, v in model_state.items()}, **extra}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# transformers BLIP-2 snapshot directories (only vision + Q-Former + query tokens are read)
+
+_HF_BLIP2_PREFIXES = ("vision_model.", "qformer.", "query_tokens")
+
+
+def read_hf_blip2_parts(directory: str | os.PathLike) -> tuple[dict, dict]:
+    """-> (config.json as a dict, {key: tensor} for vision_model.*, qformer.*, query_tokens). The language model's
+    weights are never read: with safetensors only the needed tensors are loaded, shard by shard."""
+    directory = Path(directory)
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"'{directory}' is not a transformers BLIP-2 snapshot: no config.json")
+    config = json.loads(config_file.read_text())
+    files = _weight_files(directory)
+    wanted: dict = {}
+    for file in files:
+        if file.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(file), framework="pt") as fh:
+                for key in fh.keys():
+                    if key.startswith(_HF_BLIP2_PREFIXES):
+                        wanted[key] = fh.get_tensor(key)
+        else:
+            sd = state_dict_of(read_checkpoint(file), file)
+            wanted.update({k: v for k, v in sd.items() if k.startswith(_HF_BLIP2_PREFIXES)})
+    if not wanted:
+        raise CheckpointError(f"'{directory}': no vision_model.*, qformer.* or query_tokens weights in {[f.name for f in files]}")
+    return config, wanted
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = directory / index_name
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            needed = {f for k, f in weight_map.items() if k.startswith(_HF_BLIP2_PREFIXES)}
+            return [directory / f for f in sorted(needed)]
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if (directory / name).is_file():
+            return [directory / name]
+    raise CheckpointError(f"'{directory}': no model.safetensors, pytorch_model.bin or their index files")
+
+
+def optional_path(value: Optional[str]) -> Optional[str]:
+    return None if value in (None, "", "null") else str(value)

@@ -1,0 +1,120 @@
+"""Training checkpoints: trainable parameters only, written atomically, readable by the original code.
+
+Format (DESIGN §4, same keys as MiniGPT-4/SkinGPT-4 so either side reads the other's files):
+    {"model": {trainable name: tensor}, "optimizer": ..., "config": plain dict, "scaler": ... or None,
+     "epoch": int, "step": global optimisation steps done, "lr_scheduler": ..., "rng": ..., "format": 1}
+A checkpoint is first written to a temporary file in the same directory, flushed to disk, then renamed
+over the final name (`os.replace` is atomic on POSIX): a kill at any moment leaves either the previous
+complete file or the new complete file, never a truncated one.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from skingpt4.common.config import ConfigError
+
+CHECKPOINT_FORMAT = 1
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that require grad, detached and on CPU (the projection for SkinGPT-4)."""
+    if hasattr(model, "trainable_state_dict"):
+        state = model.trainable_state_dict()
+    else:
+        state = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
+
+
+def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load `state` into the trainable parameters; every trainable parameter must be present and nothing
+    else may be (unlike the original's `strict=False`, which silently loads nothing when names differ)."""
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint '{source}' does not match the trainable parameters: "
+            f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            if params[name].shape != value.shape:
+                raise ValueError(
+                    f"checkpoint '{source}': '{name}' has shape {tuple(value.shape)}, "
+                    f"the model expects {tuple(params[name].shape)}"
+                )
+            params[name].copy_(value)
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_python_random_state(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_python_random_state(state):
+    # torch.load(weights_only=True) returns the inner tuple as a list; random.setstate needs tuples.
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write `payload` to `path` atomically (temporary file in the same directory, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        # Whatever happened (disk full, Ctrl-C), the previous checkpoint at `path` is untouched.
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable (a power cut right after it must not bring back the old file)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike, key: str = "run.resume_ckpt_path") -> dict[str, Any]:
+    """Read a checkpoint (tensors and plain containers only: `weights_only=True`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config key '{key}': no such checkpoint file '{path}'")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"could not read checkpoint '{path}' ({type(err).__name__}: {err}); is it a complete .pth file?") from err
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise ValueError(f"checkpoint '{path}' is not a {{'model': ...}} training checkpoint")
+    return payload

@@ -1,0 +1,47 @@
+"""Shared fixtures. Every test runs with network access blocked (loopback allowed), in this process and in the
+subprocesses started with the `subprocess_env` fixture."""
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+NETGUARD_DIR = Path(__file__).parent / "netguard"
+sys.path.insert(0, str(NETGUARD_DIR))
+import sitecustomize as netguard  # noqa: E402  (installs the guard on import)
+
+assert netguard  # the import is the point
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory) -> Path:
+    """Tiny random-weight assets in the real file formats (built once per test session)."""
+    from skingpt4.models.tiny import build_tiny_assets
+
+    path = build_tiny_assets(tmp_path_factory.mktemp("tiny_assets"))
+    os.environ["SKINGPT4_TINY_ASSETS"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_assets):
+    """A built tiny SkinGPT-4 on CPU, fp32, Vicuna-v0 template, step-2 prompts. Shared: do not modify it."""
+    import torch
+
+    from skingpt4.models import SkinGPT4
+
+    torch.manual_seed(0)
+    return SkinGPT4.from_config({"model_type": "tiny", "prompt_path": str(REPO_ROOT / "prompts" / "step2.txt")})
+
+
+@pytest.fixture
+def subprocess_env(tiny_assets) -> dict:
+    """Environment for subprocesses: network guard on, offline, tiny assets found, repo importable."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    env["SKINGPT4_TINY_ASSETS"] = str(tiny_assets)
+    return env
