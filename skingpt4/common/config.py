@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import typing
 from pathlib import Path
 from typing import Any, Iterable, Optional, Type
 
@@ -83,12 +84,12 @@ def apply_schema(section: Any, schema: Type, where: str, defaults: Any = None) -
 def _check_against_dataclass(section: Any, schema: Type, where: str) -> None:
     if section is None:
         return
-    fields = {f.name: f for f in dataclasses.fields(schema)}
-    check_keys(section, fields, where)
-    for name, field in fields.items():
+    types = typing.get_type_hints(schema)  # resolves string annotations (from __future__ import annotations)
+    check_keys(section, types, where)
+    for name, field_type in types.items():
         sub = section.get(name) if hasattr(section, "get") else None
-        if dataclasses.is_dataclass(field.type) and isinstance(sub, (DictConfig, dict)):
-            _check_against_dataclass(sub, field.type, f"{where}.{name}")
+        if dataclasses.is_dataclass(field_type) and isinstance(sub, (DictConfig, dict)):
+            _check_against_dataclass(sub, field_type, f"{where}.{name}")
 
 
 def to_plain(cfg: Any) -> Any:

@@ -197,8 +197,10 @@ class SkinGPT4(nn.Module):
             if ours != theirs:
                 raise ckpt_io.CheckpointError(f"'{path}': {name} is {theirs} but the model config says {ours}")
         vision = {k[len("vision_model."):]: v for k, v in weights.items() if k.startswith("vision_model.")}
-        vision_ours = hf_vision_to_ours(vision)
+        vision_ours = hf_vision_to_ours(vision)  # post_layernorm (= ln_vision) becomes our final `norm`
+        ln_vision = {k: v for k, v in vision_ours.items() if k.startswith("norm.")}
         vision_ours, dropped = eva_checkpoint_to_ours(vision_ours, self.cfg.vision.depth)
+        vision_ours.update(ln_vision)
         qformer = {k[len("qformer."):]: v for k, v in weights.items() if k.startswith("qformer.")}
         return [ckpt_io.load_into(self.visual_encoder, vision_ours, str(path), "vision encoder", ignored=dropped),
                 ckpt_io.load_into(self.qformer, qformer, str(path), "Q-Former"),
