@@ -43,11 +43,13 @@ def load_llm(directory: str, dtype: torch.dtype, device: torch.device, quantizat
     kwargs = dict(dtype=dtype, local_files_only=True)
     if quantization != "none":
         kwargs.update(quantization_kwargs(quantization, device, dtype))
+    elif device.type == "cuda":
+        kwargs["device_map"] = {"": str(device)}  # load straight onto the GPU, not through 26 GB of host RAM
     try:
         llm = AutoModelForCausalLM.from_pretrained(str(path), config=config, **kwargs)
     except Exception as err:
         raise ConfigError(f"config key '{key}': could not load the LLM from '{path}': {err}") from err
-    if quantization == "none":
+    if "device_map" not in kwargs:
         llm.to(device)
     llm.eval()
     for param in llm.parameters():

@@ -1,0 +1,133 @@
+"""Model benchmark: parameters per part, build/load time, image-encode latency and peak memory.
+
+    python benchmarks/bench_model.py                       # tiny config on CPU (builds tiny assets in a temp dir)
+    python benchmarks/bench_model.py --arch full --device cuda --dtype bf16   # full-size, random weights (GPU)
+    python benchmarks/bench_model.py --arch full --device cpu --dtype bf16 --skip-llm   # ViT-g + Q-Former on CPU
+
+`--arch tiny` goes through the real loading path (SkinGPT4.from_config on the tiny files). `--arch full` builds the
+full-size architecture (EVA-ViT-g 39 blocks, Q-Former, Llama-2-13b-chat shapes) with random weights, no files
+needed; with --skip-llm the 13B LLM is built on the meta device (counted, not run), which fits a CPU machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from skingpt4.models.eva_vit import VisionConfig, build_eva_vit  # noqa: E402
+from skingpt4.models.qformer import QFormerConfig, build_qformer  # noqa: E402
+
+LLAMA2_13B = dict(vocab_size=32000, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
+                  num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096)
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (process peak RSS)
+
+
+def time_encode(encode, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> list[float]:
+    images = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
+    encode(images)  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        encode(images)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def build_tiny(device: str):
+    from skingpt4.models import SkinGPT4
+    from skingpt4.models.tiny import build_tiny_assets
+
+    assets = Path(tempfile.mkdtemp(prefix="skingpt4_bench_"))
+    build_tiny_assets(assets)
+    os.environ["SKINGPT4_TINY_ASSETS"] = str(assets)
+    start = time.perf_counter()
+    model = SkinGPT4.from_config({"model_type": "tiny", "device": device})
+    build_s = time.perf_counter() - start
+    return model.parameter_counts(), model.encode_image, build_s, model.device, model.vit_dtype
+
+
+def build_full(device: str, dtype: torch.dtype, skip_llm: bool):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    dev = torch.device(device)
+    start = time.perf_counter()
+    with torch.device(dev):
+        vit = build_eva_vit(VisionConfig()).to(dtype).eval()
+        vit.norm.float()
+        qformer = build_qformer(QFormerConfig(), 1408).eval()
+        query_tokens = torch.randn(1, 32, 768) * 0.02
+        proj = torch.nn.Linear(768, LLAMA2_13B["hidden_size"])
+    with torch.device("meta" if skip_llm else dev):
+        llm = LlamaForCausalLM(LlamaConfig(**LLAMA2_13B, dtype=dtype)).to(dtype)
+    build_s = time.perf_counter() - start
+    counts = {"visual_encoder": sum(p.numel() for p in vit.parameters()),
+              "qformer": sum(p.numel() for p in qformer.parameters()),
+              "llama_proj": sum(p.numel() for p in proj.parameters()),
+              "llm": sum(p.numel() for p in llm.parameters()), "query_tokens": query_tokens.numel()}
+
+    @torch.no_grad()
+    def encode(images):
+        autocast = torch.autocast(dev.type, dtype=dtype) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+        with autocast:
+            feats = vit.forward_features(images)
+        q = qformer(query_embeds=query_tokens.expand(images.shape[0], -1, -1), encoder_hidden_states=feats.float(),
+                    encoder_attention_mask=torch.ones(feats.shape[:2], dtype=torch.long, device=dev))
+        return proj(q.last_hidden_state)
+
+    return counts, encode, build_s, dev, dtype
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", choices=["tiny", "full"], default="tiny")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="full arch only")
+    parser.add_argument("--skip-llm", action="store_true", help="full arch: build the LLM on the meta device")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.arch == "tiny":
+        counts, encode, build_s, device, dtype = build_tiny(args.device)
+    else:
+        counts, encode, build_s, device, dtype = build_full(args.device, DTYPES[args.dtype], args.skip_llm)
+
+    print(f"# SkinGPT-4 model benchmark: arch={args.arch} device={device} dtype={str(dtype).replace('torch.', '')} "
+          f"torch={torch.__version__} threads={torch.get_num_threads()}")
+    print("part            parameters")
+    for name, n in counts.items():
+        print(f"{name:<15} {n:>14,}")
+    print(f"{'total':<15} {sum(counts.values()):>14,}")
+    print(f"build/load time: {build_s:.2f} s")
+    print("batch  encode median (ms)  min (ms)  images/s")
+    for batch in (int(b) for b in args.batches.split(",")):
+        times = time_encode(encode, batch, device, dtype if args.arch == "full" else torch.float32, args.repeats)
+        med = statistics.median(times)
+        print(f"{batch:>5}  {med * 1e3:>18.1f}  {min(times) * 1e3:>8.1f}  {batch / med:>8.1f}")
+    print(f"peak memory: {peak_memory_gib(device):.2f} GiB ({'CUDA allocated' if device.type == 'cuda' else 'process RSS'})")
+
+
+if __name__ == "__main__":
+    main()
