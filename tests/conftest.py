@@ -45,3 +45,35 @@ def subprocess_env(tiny_assets) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
     env["SKINGPT4_TINY_ASSETS"] = str(tiny_assets)
     return env
+
+
+# ---- training tests (tests/test_train_*.py): small prepared folders, written directly (no generator run) ----
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory) -> Path:
+    """Prepared folders (filter_cap.json + image/) in the formats the dataset builders read: `skincon` (with
+    `concepts`), `dermnet` (with `label`), `notes`, and `same_caption` (one caption for all, so every sample has
+    the same number of answer tokens). Each lesion colour goes with one caption, so there is something to learn."""
+    import json
+
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("train_data")
+    colours = [(200, 30, 30), (30, 150, 40), (30, 60, 200), (235, 205, 20)]
+    captions = ["This lesion shows plaque and scale.", "This lesion shows papule.",
+                "This lesion shows erythema, crust and erosion.", "This lesion shows a nodule."]
+    for name, extra in (("skincon", "concepts"), ("dermnet", "label"), ("notes", None), ("same_caption", None)):
+        (root / name / "image").mkdir(parents=True)
+        records = []
+        for i in range(16):
+            kind = i % len(colours)
+            image = Image.new("RGB", (64, 64), (236, 192, 158))
+            image.paste(colours[kind], (16 + i % 5, 16, 44, 44 + i % 7))
+            image.save(root / name / "image" / f"{name}_{i:02d}.jpg")
+            record = {"image_id": f"{name}_{i:02d}",
+                      "caption": captions[0] if name == "same_caption" else captions[kind]}
+            if extra:
+                record[extra] = [captions[kind]] if extra == "concepts" else f"class {kind}"
+            records.append(record)
+        (root / name / "filter_cap.json").write_text(json.dumps({"annotations": records}))
+    return root
+# ---- end of training fixtures ----

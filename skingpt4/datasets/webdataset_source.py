@@ -7,12 +7,12 @@ iterations, not epochs, as in the paper's 5000 iterations per epoch).
 """
 from __future__ import annotations
 
-import braceexpand
 import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
+import braceexpand  # webdataset's own dependency for shard patterns
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
@@ -66,11 +66,12 @@ class WebDatasetSource(IterableDataset):
         return True  # keep going with the next sample/shard
 
     def _pipeline(self, epoch: int) -> wds.WebDataset:
-        pipeline = wds.WebDataset(self.urls, handler=self._tar_error, shardshuffle=self.shuffle_buffer > 0,
+        shuffle = self.shuffle_buffer > 0
+        pipeline = wds.WebDataset(self.urls, handler=self._tar_error, shardshuffle=len(self.urls) if shuffle else 0,
                                   nodesplitter=wds.split_by_node, workersplitter=wds.split_by_worker,
                                   empty_check=False, seed=self.seed + epoch)
-        if self.shuffle_buffer > 0:
-            pipeline = pipeline.shuffle(self.shuffle_buffer, rng=_Random(self.seed + epoch))
+        if shuffle:
+            pipeline = pipeline.shuffle(self.shuffle_buffer, seed=self.seed + epoch)
         return pipeline
 
     def __iter__(self) -> Iterator[Optional[dict[str, Any]]]:
@@ -109,11 +110,3 @@ class WebDatasetSource(IterableDataset):
         return {"image": self.vis_processor(image), "text_input": caption, "image_id": key,
                 **metadata, "source": self.name}
 
-
-class _Random:
-    """A picklable, seeded random.Random factory argument for webdataset's shuffle."""
-
-    def __new__(cls, seed: int):
-        import random
-
-        return random.Random(seed)

@@ -1,0 +1,1 @@
+"""The private, local Gradio demo (`python demo.py`)."""

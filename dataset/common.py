@@ -1,0 +1,190 @@
+"""Shared pieces of the preparation commands: the prepared-folder writer, skip accounting, CSV reading
+with errors that name the file, line and column, and deterministic output (same input -> same bytes)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+from PIL import Image
+
+from skingpt4.common.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+
+JPEG_QUALITY = 95
+DEFAULT_MAX_SIDE = 1024  # longer side of prepared images; the model sees 224x224 crops of them
+
+
+class PrepareError(ValueError):
+    """Input the user must fix (bad CSV, unknown folder, output in the way); the message says where."""
+
+
+@dataclass
+class Skips:
+    """Rows/files left out, by named reason, with the first few examples of each for the report."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict = field(default_factory=dict)
+    max_examples: int = 20
+
+    def add(self, reason: str, item: str, detail: str = "") -> None:
+        self.counts[reason] += 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < self.max_examples:
+            shown.append({"item": item, "detail": detail} if detail else {"item": item})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {reason: {"count": self.counts[reason], "examples": self.examples[reason]}
+                for reason in sorted(self.counts)}
+
+
+# ---------------------------------------------------------------- CSV
+def read_csv(path: Path, required: Sequence[str], what: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """-> (header, [(line number, row)]). Columns are found by name; a missing one is an error naming it."""
+    if not path.is_file():
+        raise PrepareError(f"{what}: no such file '{path}'")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise PrepareError(f"{what} '{path}' is empty (no header line)") from None
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise PrepareError(f"{what} '{path}': missing column {', '.join(repr(c) for c in missing)} "
+                               f"(columns present: {', '.join(repr(h) for h in header)})")
+        rows = []
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise PrepareError(f"{what} '{path}' line {reader.line_num}: {len(row)} fields, header has {len(header)}")
+            rows.append((reader.line_num, dict(zip(header, row))))
+    return header, rows
+
+
+def parse_flag(value: str, path: Path, line: int, column: str) -> int:
+    """SKINCON 0/1 cell -> 0 or 1 (also 0.0/1.0, as some spreadsheet exports write them)."""
+    text = value.strip()
+    if text in ("0", "0.0"):
+        return 0
+    if text in ("1", "1.0"):
+        return 1
+    raise PrepareError(f"'{path}' line {line}, column '{column}': expected 0 or 1, got {value!r}")
+
+
+# ---------------------------------------------------------------- images
+@dataclass(frozen=True)
+class ImageJob:
+    image_id: str
+    source: str              # path of the original image
+    max_side: int
+    max_pixels: Optional[int]
+
+
+def encode_image(job: ImageJob) -> tuple[str, Optional[bytes], Optional[str], Optional[str]]:
+    """Original -> RGB, upright, at most max_side, JPEG bytes. -> (image_id, bytes, reason, detail)."""
+    try:
+        img = load_image(job.source, max_pixels=job.max_pixels)
+    except ImageError as err:
+        return job.image_id, None, err.reason, err.detail
+    if job.max_side and max(img.size) > job.max_side:
+        scale = job.max_side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=JPEG_QUALITY)
+    return job.image_id, out.getvalue(), None, None
+
+
+def encode_images(jobs: Sequence[ImageJob], workers: int) -> Iterable[tuple[str, Optional[bytes], Optional[str], Optional[str]]]:
+    """encode_image over `jobs`, in order; `workers` > 1 uses that many processes."""
+    if workers <= 1:
+        return map(encode_image, jobs)
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        return list(pool.map(encode_image, jobs, chunksize=16))
+    finally:
+        pool.shutdown()
+
+
+# ---------------------------------------------------------------- prepared folder
+def prepare_output(out: Path, overwrite: bool) -> None:
+    """Make `out` ready: refuse to mix with an earlier preparation unless `overwrite` (then remove only what
+    a preparation writes: image/, filter_cap.json, prepare_report.json)."""
+    ours = [out / "image", out / "filter_cap.json", out / "prepare_report.json"]
+    if any(p.exists() for p in ours):
+        if not overwrite:
+            raise PrepareError(f"'{out}' already holds a prepared set; pass --overwrite to replace it")
+        shutil.rmtree(out / "image", ignore_errors=True)
+        for p in ours[1:]:
+            p.unlink(missing_ok=True)
+    (out / "image").mkdir(parents=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Deterministic JSON (sorted keys), written to a temp file then renamed: a killed run leaves no half file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_prepared(out: Path, records: list[dict[str, Any]], sources: dict[str, str], skips: Skips,
+                   describe: dict[str, Any], max_side: int, max_pixels: Optional[int], workers: int,
+                   log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Encode each record's image (`sources[image_id]`) into out/image/<image_id>.jpg; records whose image
+    is bad are skipped by reason. Writes filter_cap.json (sorted by image_id) and prepare_report.json last."""
+    jobs = [ImageJob(r["image_id"], sources[r["image_id"]], max_side, max_pixels) for r in records]
+    by_id = {r["image_id"]: r for r in records}
+    kept = []
+    for done, (image_id, data, reason, detail) in enumerate(encode_images(jobs, workers), 1):
+        if data is None:
+            skips.add(f"image_{reason}", image_id, detail)
+        else:
+            (out / "image" / f"{image_id}.jpg").write_bytes(data)
+            kept.append(by_id[image_id])
+        if done % 1000 == 0:
+            log(f"  {done}/{len(jobs)} images")
+    kept.sort(key=lambda r: r["image_id"])
+    report = {**describe, "written": len(kept), "skipped": skips.as_dict()}
+    write_json(out / "prepare_report.json", report)
+    write_json(out / "filter_cap.json", {"annotations": kept})
+    return report
+
+
+def print_report(report: dict[str, Any], out: Path, log: Callable[[str], None] = print) -> None:
+    log(f"wrote {report['written']} image-caption pairs to {out}")
+    for reason, info in report["skipped"].items():
+        first = info["examples"][0]
+        log(f"  skipped {info['count']:6d} {reason}  (e.g. {first['item']}{': ' + first['detail'] if 'detail' in first else ''})")
+
+
+def index_files(root: Path, suffixes: Sequence[str]) -> dict[str, Path]:
+    """file name -> path for every file under `root` (recursive; the first in sorted order wins)."""
+    found: dict[str, Path] = {}
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in suffixes and path.is_file():
+            found.setdefault(path.name, path)
+    return found
+
+
+def stable_choice(options: Sequence[str], key: str, seed: int) -> str:
+    """Pick one of `options` from a hash of (seed, key): the same on every run and machine."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return options[int.from_bytes(digest[:8], "big") % len(options)]
+
+
+def add_image_args(parser) -> None:
+    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                        help=f"shrink images whose longer side exceeds this (0 = keep size; default {DEFAULT_MAX_SIDE})")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="skip images with more pixels than this (decompression-bomb guard)")
+    parser.add_argument("--workers", type=int, default=1, help="processes that decode and encode images")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier preparation in --out")

@@ -1,0 +1,132 @@
+"""Dermnet (Kaggle) -> step-2 training set: each image captioned with its SkinGPT-4 class (DESIGN §7).
+
+    python dataset/prepare_dermnet.py --root dermnet --split train --out data/prepared/dermnet
+    python dataset/prepare_dermnet.py --root dermnet --split test  --out data/prepared/dermnet_test
+
+The 23 folders map to the paper's 15 classes + Others through a JSON data file (default:
+dataset/dermnet_mapping.json; pass your own copy with --mapping). Folders the paper does not place go to
+Others, or are left out with --drop-ambiguous. A folder the mapping does not know is an error (or, with
+--skip-unknown, skipped and counted): it is never guessed. Each record: image_id, caption, label (class),
+folder, split.
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as `python dataset/prepare_dermnet.py`
+    import sys
+    from pathlib import Path as _Path
+    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+
+import argparse
+import difflib
+import json
+import re
+from pathlib import Path
+from typing import Any, Optional
+
+from dataset.common import (PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
+                            write_prepared)
+from skingpt4.common.images import DEFAULT_MAX_PIXELS
+
+DEFAULT_MAPPING = Path(__file__).resolve().parent / "dermnet_mapping.json"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def load_mapping(path: Path = DEFAULT_MAPPING) -> dict[str, Any]:
+    """Read and check a mapping file: every folder's class must be one of 'classes' (or null)."""
+    try:
+        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise PrepareError(f"cannot read the Dermnet mapping '{path}': {err}") from err
+    for key in ("caption", "classes", "folders"):
+        if key not in mapping:
+            raise PrepareError(f"Dermnet mapping '{path}' lacks '{key}'")
+    for caption in [mapping["caption"], *mapping.get("varied_captions", [])]:
+        if "{phrase}" not in caption:
+            raise PrepareError(f"Dermnet mapping '{path}': every caption must contain {{phrase}}, got {caption!r}")
+    for folder, label in mapping["folders"].items():
+        if label is not None and label not in mapping["classes"]:
+            raise PrepareError(f"Dermnet mapping '{path}': folder {folder!r} maps to {label!r}, which is not in "
+                               f"'classes' ({', '.join(mapping['classes'])})")
+    for folder in mapping.get("ambiguous", []):
+        if folder not in mapping["folders"]:
+            raise PrepareError(f"Dermnet mapping '{path}': ambiguous folder {folder!r} is not in 'folders'")
+    return mapping
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def prepare_dermnet(root: Path, split: str, out: Path, mapping_path: Path = DEFAULT_MAPPING,
+                    drop_ambiguous: bool = False, skip_unknown: bool = False, phrasings: str = "fixed",
+                    seed: int = 0, max_side: int = 1024, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                    workers: int = 1, overwrite: bool = False, log=print) -> dict[str, Any]:
+    mapping = load_mapping(mapping_path)
+    split_dir = Path(root) / split
+    if not split_dir.is_dir():
+        raise PrepareError(f"no folder '{split_dir}': --root must contain the Dermnet '{split}/' folder")
+    folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+    unknown = [f for f in folders if f not in mapping["folders"]]
+    skips = Skips()
+    if unknown and not skip_unknown:
+        hints = []
+        for folder in unknown:
+            close = difflib.get_close_matches(folder, list(mapping["folders"]), n=1)
+            hints.append(f"{folder!r}" + (f" (close to {close[0]!r})" if close else ""))
+        raise PrepareError(f"{len(unknown)} Dermnet folder(s) not in the mapping '{mapping_path}': "
+                           f"{', '.join(hints)}. Add them to 'folders' in a copy of the mapping file "
+                           "(--mapping), or pass --skip-unknown to leave them out")
+    ambiguous = set(mapping.get("ambiguous", []))
+    records, sources = [], {}
+    for folder in folders:
+        files = sorted(p for p in (split_dir / folder).iterdir() if p.is_file())
+        label = mapping["folders"].get(folder)
+        reason = ("unknown_folder" if folder in unknown else "dropped_ambiguous" if drop_ambiguous and folder in ambiguous
+                  else "dropped_by_mapping" if label is None else None)
+        for path in files:
+            if reason:
+                skips.add(reason, f"{folder}/{path.name}")
+            elif path.suffix.lower() not in IMAGE_SUFFIXES:
+                skips.add("not_an_image_file", f"{folder}/{path.name}")
+            else:
+                image_id = f"{slug(folder)}__{slug(path.stem)}"
+                if image_id in sources:
+                    skips.add("duplicate_name", f"{folder}/{path.name}", f"same id as {sources[image_id]}")
+                    continue
+                template = mapping["caption"] if phrasings == "fixed" else stable_choice(
+                    [mapping["caption"], *mapping.get("varied_captions", [])], image_id, seed)
+                records.append({"image_id": image_id, "caption": template.format(phrase=mapping["classes"][label]),
+                                "label": label, "folder": folder, "split": split})
+                sources[image_id] = str(path)
+    prepare_output(out, overwrite)
+    describe = {"kind": "dermnet", "split": split, "mapping": mapping, "drop_ambiguous": drop_ambiguous,
+                "phrasings": phrasings, "seed": seed, "max_side": max_side}
+    return write_prepared(out, records, sources, skips, describe, max_side, max_pixels, workers, log)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", type=Path, required=True, help="Dermnet folder holding train/ and test/")
+    parser.add_argument("--split", default="train", help="sub-folder to prepare (train or test)")
+    parser.add_argument("--out", type=Path, required=True, help="prepared folder to write")
+    parser.add_argument("--mapping", type=Path, default=DEFAULT_MAPPING, help="folder -> class mapping file (JSON)")
+    parser.add_argument("--drop-ambiguous", action="store_true", help="leave out the folders listed as 'ambiguous'")
+    parser.add_argument("--skip-unknown", action="store_true", help="skip (and count) folders the mapping lacks")
+    parser.add_argument("--phrasings", choices=("fixed", "varied"), default="fixed",
+                        help="'varied' also uses the mapping's optional 'varied_captions'")
+    parser.add_argument("--seed", type=int, default=0)
+    add_image_args(parser)
+    args = parser.parse_args(argv)
+    try:
+        report = prepare_dermnet(args.root, args.split, args.out, args.mapping, args.drop_ambiguous,
+                                 args.skip_unknown, args.phrasings, args.seed, args.max_side, args.max_pixels,
+                                 args.workers, args.overwrite)
+    except PrepareError as err:
+        print(f"error: {err}")
+        return 2
+    print_report(report, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""Statistics of a prepared set: concept counts (paper Table 1), class counts (Table 2) and Fitzpatrick
+skin-type counts where known — printed as a table, written as CSV and drawn as a bar chart PNG.
+
+    python dataset/stats.py --src data/prepared/skincon --out data/stats/skincon
+    -> data/stats/skincon/stats.csv (section,name,count) and data/stats/skincon/stats.png
+"""
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as `python dataset/stats.py`
+    import sys
+    from pathlib import Path as _Path
+    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+
+import argparse
+import csv
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+from dataset.common import PrepareError
+from skingpt4.common.config import ConfigError
+from skingpt4.datasets.image_text_pairs import read_annotations
+
+SECTIONS = {"concepts": "Concept", "label": "Class", "skin_type": "Fitzpatrick skin type"}
+SKIN_TYPE_ORDER = ["I", "II", "III", "IV", "V", "VI", "I-II", "III-IV", "V-VI", "unknown"]
+
+
+def compute_stats(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
+    """{section: [(name, count)]}, most frequent first (skin types in scale order); absent sections left out."""
+    counters: dict[str, Counter] = {}
+    for record in records:
+        if "concepts" in record:
+            counters.setdefault("concepts", Counter()).update(record["concepts"])
+        if "label" in record:
+            counters.setdefault("label", Counter())[record["label"]] += 1
+        if "skin_type" in record:
+            counters.setdefault("skin_type", Counter())[record["skin_type"] or "unknown"] += 1
+    out = {}
+    for section, counter in counters.items():
+        if section == "skin_type":
+            order = {name: i for i, name in enumerate(SKIN_TYPE_ORDER)}
+            out[section] = sorted(counter.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+        else:
+            out[section] = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return out
+
+
+def format_table(stats: dict[str, list[tuple[str, int]]], total: int) -> str:
+    lines = [f"{total} records"]
+    for section, rows in stats.items():
+        width = max(len(SECTIONS[section]), *(len(name) for name, _ in rows))
+        lines += ["", f"{SECTIONS[section]:<{width}}  {'count':>6}  {'share':>6}", "-" * (width + 16)]
+        lines += [f"{name:<{width}}  {count:>6}  {100 * count / total:5.1f}%" for name, count in rows]
+    return "\n".join(lines)
+
+
+def write_csv(stats: dict[str, list[tuple[str, int]]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["section", "name", "count"])
+        for section, rows in stats.items():
+            writer.writerows([SECTIONS[section], name, count] for name, count in rows)
+
+
+def draw_chart(stats: dict[str, list[tuple[str, int]]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(stats), 1, squeeze=False,
+                             figsize=(10, sum(1.5 + 0.22 * len(rows) for rows in stats.values())))
+    for ax, (section, rows) in zip(axes[:, 0], stats.items()):
+        names, counts = [n for n, _ in rows][::-1], [c for _, c in rows][::-1]
+        ax.barh(names, counts, color="#4c72b0")
+        ax.set_title(SECTIONS[section])
+        ax.set_xlabel("images")
+        ax.tick_params(axis="y", labelsize=8)
+        for y, count in enumerate(counts):
+            ax.text(count, y, f" {count}", va="center", fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def dataset_stats(src: Path, out: Optional[Path]) -> tuple[str, dict]:
+    try:
+        records = read_annotations(Path(src) / "filter_cap.json")
+    except ConfigError as err:
+        raise PrepareError(str(err)) from err
+    stats = compute_stats(records)
+    if not stats:
+        raise PrepareError(f"records in '{src}' carry no concepts, label or skin_type to count")
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_csv(stats, Path(out) / "stats.csv")
+        draw_chart(stats, Path(out) / "stats.png", f"{Path(src).name}: {len(records)} images")
+    return format_table(stats, len(records)), stats
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--src", type=Path, required=True, help="prepared folder (filter_cap.json)")
+    parser.add_argument("--out", type=Path, help="folder for stats.csv and stats.png (table only if omitted)")
+    args = parser.parse_args(argv)
+    try:
+        table, _ = dataset_stats(args.src, args.out)
+    except PrepareError as err:
+        print(f"error: {err}")
+        return 2
+    print(table)
+    if args.out:
+        print(f"\nwrote {args.out / 'stats.csv'} and {args.out / 'stats.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Evaluate SkinGPT-4: the paper's clinical protocol, consistency, response time, diagnosis metrics, ablations.
+
+    python evaluate.py --cfg-path eval_configs/evaluate_tiny.yaml --task clinical --out output/eval/clinical
+    python evaluate.py --cfg-path eval_configs/evaluate_tiny.yaml --task questionnaire --out output/eval/fig4a \
+        --inputs reviewer_a.csv reviewer_b.csv
+
+Tasks: clinical | questionnaire | consistency | metrics | response_time | ablation (docs/evaluation.md).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from skingpt4.common.config import ConfigError, load_config
+from skingpt4.evaluation.cases import CaseError
+from skingpt4.evaluation.questionnaire import QuestionnaireError
+from skingpt4.evaluation.tasks import TASKS, EvalContext
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg-path", required=True, help="eval config YAML (model + evaluation sections)")
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
+    parser.add_argument("--inputs", nargs="+", default=(), help="questionnaire task: filled questionnaire CSVs")
+    parser.add_argument("--options", nargs="+", default=(), help="override config keys: evaluation.batch_size=4 ...")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        cfg = load_config(args.cfg_path, args.options)
+        ctx = EvalContext(cfg, Path(args.out))
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        task = TASKS[args.task]
+        summary = task(ctx, args.inputs) if args.task == "questionnaire" else task(ctx)
+    except (ConfigError, CaseError, QuestionnaireError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.task}: wrote {ctx.out} ({summary.get('problems', 0)} case(s) skipped, see problems.json)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

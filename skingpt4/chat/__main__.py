@@ -1,0 +1,5 @@
+import sys
+
+from skingpt4.chat.cli import main
+
+sys.exit(main())

@@ -1,0 +1,52 @@
+"""From an eval config to a ready `ChatEngine` (shared by the CLI and the demo).
+
+An eval config has a `model:` section (built by the registered model named in `model.arch`) and an optional
+`run:` section validated against `ChatRunConfig`; every key is documented in docs/inference.md.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.chat.engine import ChatEngine
+from skingpt4.common import registry
+from skingpt4.common.config import ConfigError, apply_schema, load_config
+
+
+@dataclass
+class ChatRunConfig:
+    template: str = "vicuna_v0"          # chat template (registry.chat_templates)
+    max_question_chars: int = 4000       # longer messages are refused with a message
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+
+def read_chat_config(cfg_path: str | os.PathLike, options: Iterable[str] = (),
+                     device: Optional[str] = None) -> tuple[DictConfig, ChatRunConfig]:
+    """Load and validate an eval config; `device` (cpu, cuda, cuda:N) overrides `model.device`."""
+    cfg = load_config(cfg_path, options)
+    if cfg.get("model") is None:
+        raise ConfigError(f"config '{cfg_path}' has no 'model:' section (see eval_configs/ for examples)")
+    if device is not None:
+        cfg.model.device = device
+    run = apply_schema(cfg.get("run"), ChatRunConfig, "run")
+    try:
+        run = OmegaConf.to_object(run)  # runs DecodingConfig's own checks
+    except ValueError as err:
+        raise ConfigError(f"run.decoding: {err}") from None
+    if run.template not in registry.chat_templates:
+        raise ConfigError(registry.unknown_choice_message("run.template", run.template,
+                                                          registry.chat_templates.names()))
+    if run.max_question_chars < 1:
+        raise ConfigError(f"run.max_question_chars must be >= 1, got {run.max_question_chars}")
+    return cfg, run
+
+
+def build_engine(cfg: DictConfig, run: ChatRunConfig) -> ChatEngine:
+    """Build the model named in `model.arch` (weights from the local paths in the config) and its engine."""
+    model_cls = registry.models.get(cfg.model.get("arch", "skin_gpt4"))
+    return ChatEngine(model_cls.from_config(cfg.model), template=run.template,
+                      max_question_chars=run.max_question_chars)

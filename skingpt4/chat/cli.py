@@ -1,0 +1,164 @@
+"""Chat about a skin photo in the terminal, or print the answers to the clinical questions (DESIGN §8).
+
+    python -m skingpt4.chat --cfg-path eval_configs/skingpt4_tiny.yaml --image photo.jpg
+    python -m skingpt4.chat --cfg-path eval_configs/skingpt4_tiny.yaml --image photo.jpg --clinical --format json
+    python -m skingpt4.chat --cfg-path ... --image photo.jpg --ask "What's wrong with my skin?" --greedy
+
+Interactive commands: /image PATH (a new photo, new conversation), /reset (start over with the same photo),
+/quit (or Ctrl-D). Nothing is written to disk; nothing leaves the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+import time
+from typing import Optional, TextIO
+
+from PIL import Image
+
+from skingpt4.chat.build import ChatRunConfig, build_engine, read_chat_config
+from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.chat.engine import ChatEngine, ChatInputError, Conversation
+from skingpt4.chat.notices import DISCLAIMER
+from skingpt4.common.config import ConfigError
+from skingpt4.common.images import ImageError, load_image
+from skingpt4.evaluation.config import CLINICAL_PROMPTS
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m skingpt4.chat", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg-path", required=True, help="eval config YAML (see eval_configs/)")
+    parser.add_argument("--image", required=True, help="the skin photo (jpg, png, webp, ...)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (overrides model.device)")
+    one_shot = parser.add_mutually_exclusive_group()
+    one_shot.add_argument("--clinical", action="store_true",
+                          help="ask the four clinical questions in one conversation, print the answers and exit")
+    one_shot.add_argument("--ask", action="append", metavar="QUESTION",
+                          help="ask this (repeatable: one conversation), print the answers and exit")
+    parser.add_argument("--format", choices=("markdown", "json"), default="markdown",
+                        help="output of --clinical / --ask (default markdown)")
+    decoding = parser.add_argument_group("decoding (default: run.decoding of the config)")
+    decoding.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    decoding.add_argument("--num-beams", type=int, help="beam search with N beams (implies --greedy)")
+    decoding.add_argument("--temperature", type=float)
+    decoding.add_argument("--top-p", type=float)
+    decoding.add_argument("--max-new-tokens", type=int)
+    decoding.add_argument("--seed", type=int, help="reproducible sampling")
+    parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. run.template=llama2_chat model.ckpt=my.pth")
+    return parser.parse_args(argv)
+
+
+def decoding_from_args(args: argparse.Namespace, run: ChatRunConfig) -> DecodingConfig:
+    changes = {key: value for key, value in (("temperature", args.temperature), ("top_p", args.top_p),
+                                              ("max_new_tokens", args.max_new_tokens), ("seed", args.seed),
+                                              ("num_beams", args.num_beams)) if value is not None}
+    if args.greedy or (args.num_beams or 1) > 1:
+        changes["do_sample"] = False
+    try:
+        return dataclasses.replace(run.decoding, **changes)  # validated again by DecodingConfig
+    except ValueError as err:
+        raise ConfigError(f"decoding options: {err}") from None
+
+
+def answer_questions(engine: ChatEngine, conv: Conversation, questions, decoding: DecodingConfig) -> list[dict]:
+    answers = []
+    for question in questions:
+        start = time.perf_counter()
+        reply = engine.ask(conv, question, decoding)
+        report = conv.last_turn
+        answers.append({"question": question, "answer": reply, "seconds": round(time.perf_counter() - start, 3),
+                        "new_tokens": report.new_tokens, "stopped_by": report.stopped_by,
+                        "dropped_turns": report.dropped_turns})
+    return answers
+
+
+def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str) -> str:
+    if fmt == "json":
+        return json.dumps({"image": image, "template": template, "decoding": dataclasses.asdict(decoding),
+                           "disclaimer": DISCLAIMER, "answers": answers}, indent=2, ensure_ascii=False)
+    lines = [f"# SkinGPT-4 answers for `{image}`", "", f"> {DISCLAIMER}", ""]
+    for i, item in enumerate(answers, 1):
+        lines += [f"## {i}. {item['question']}", "", item["answer"] or "_(no answer)_", ""]
+    return "\n".join(lines)
+
+
+def interactive(engine: ChatEngine, image: Image.Image, decoding: DecodingConfig, stdin: TextIO, out: TextIO) -> None:
+    print(DISCLAIMER, file=out)
+    print("Type a question about the photo; /image PATH for another photo, /reset to start over, /quit to leave.",
+          file=out)
+    conv = engine.new_conversation(image)
+    while True:
+        out.write("\nYou: ")
+        out.flush()
+        line = stdin.readline()
+        if not line or line.strip() in ("/quit", "/exit"):
+            out.write("\n")
+            return
+        line = line.strip()
+        if line == "/reset":
+            conv = engine.new_conversation(image)
+            print("(new conversation about the same photo)", file=out)
+            continue
+        if line.startswith("/image"):
+            path = line[len("/image"):].strip()
+            try:
+                image = load_image(path)
+                conv = engine.new_conversation(image)
+                print(f"(new conversation about {path})", file=out)
+            except ImageError as err:
+                print(f"Cannot use that image ({err.reason}): {err.detail}. The previous photo is kept.", file=out)
+            continue
+        try:
+            stream_reply(engine, conv, line, decoding, out)
+        except ChatInputError as err:
+            print(err, file=out)
+
+
+def stream_reply(engine: ChatEngine, conv: Conversation, question: str, decoding: DecodingConfig,
+                 out: TextIO) -> None:
+    chunks = engine.ask_stream(conv, question, decoding)
+    first = next(chunks)  # a refused question raises here, before anything is printed
+    out.write("SkinGPT-4: ")
+    shown = ""
+    for text in itertools.chain([first], chunks):
+        # an incomplete UTF-8 character decodes as U+FFFD until its last byte arrives: wait for it
+        settled = text.rstrip("\ufffd")
+        if settled.startswith(shown):
+            out.write(settled[len(shown):])
+            out.flush()
+            shown = settled
+    reply = conv.history[-1][1]
+    out.write(reply[len(shown):] if reply.startswith(shown) else f"\n{reply}")
+    out.write("\n")
+    if conv.last_turn.newly_dropped:
+        out.write(f"(note: the conversation is long; the {conv.last_turn.dropped_turns} oldest exchange(s) are no "
+                  "longer in the model's view. The photo is kept. /reset starts over.)\n")
+
+
+def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
+    args = parse_args(argv)
+    try:
+        cfg, run = read_chat_config(args.cfg_path, args.options, args.device)
+        decoding = decoding_from_args(args, run)
+        image = load_image(args.image)  # before the model: loading a 13B LLM takes minutes
+        engine = build_engine(cfg, run)
+        if args.clinical or args.ask:
+            conv = engine.new_conversation(image)
+            answers = answer_questions(engine, conv, CLINICAL_PROMPTS if args.clinical else args.ask, decoding)
+            print(format_answers(answers, args.image, args.format, decoding, run.template), file=out)
+        else:
+            interactive(engine, image, decoding, stdin, out)
+    except (ConfigError, ChatInputError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ImageError as err:
+        print(f"error: cannot use the image '{args.image}' ({err.reason}): {err.detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

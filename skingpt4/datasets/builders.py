@@ -1,0 +1,135 @@
+"""Dataset builders named in YAML, and `build_datasets(cfg.datasets)`.
+
+    datasets:
+      skincon_concepts:                      # block name = builder name ...
+        storage: data/synthetic/prepared/skincon
+        sample_ratio: 1
+      extra_pairs:                           # ... or any name with an explicit `builder`
+        builder: image_text_pairs
+        storage: /data/my_pairs
+        vis_processor: {name: blip2_image_train, image_size: 224}
+        text_processor: {name: blip_caption, max_words: 120}
+
+Folder builders read the prepared format (filter_cap.json + image/); `webdataset` streams `.tar` shards.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from skingpt4.common import registry
+from skingpt4.common.config import ConfigError, apply_schema, require_path, to_plain
+from skingpt4.common.images import DEFAULT_MAX_PIXELS
+from skingpt4.datasets.image_text_pairs import ImageTextPairsDataset
+from skingpt4.datasets.webdataset_source import WebDatasetSource, resolve_shards
+from skingpt4.processors import build_processor
+
+
+def _train_image() -> dict:
+    return {"name": "blip2_image_train"}
+
+
+def _caption() -> dict:
+    return {"name": "blip_caption"}
+
+
+@dataclass
+class FolderSourceConfig:
+    builder: Optional[str] = None      # registered builder; defaults to the block's name
+    storage: Optional[str] = None      # prepared folder: filter_cap.json + image/
+    sample_ratio: float = 1.0          # relative weight when several sources are mixed in one run
+    vis_processor: Any = field(default_factory=_train_image)
+    text_processor: Any = field(default_factory=_caption)
+    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS   # decompression-bomb guard; null = no limit
+
+
+@dataclass
+class WebDatasetConfig:
+    builder: Optional[str] = None
+    shards: Any = None                 # directory of *.tar, brace pattern, URL, or a list of these
+    sample_ratio: float = 1.0
+    vis_processor: Any = field(default_factory=_train_image)
+    text_processor: Any = field(default_factory=_caption)
+    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
+    shuffle_buffer: int = 1000         # samples held for shuffling; 0 = stream order
+    repeat: bool = True                # restart at the end of the shards (iteration-based training)
+    seed: int = 0
+
+
+class FolderBuilder:
+    """Image-text pairs from a prepared folder. `required_fields` tells a wrong folder from the right one."""
+
+    Config = FolderSourceConfig
+    required_fields: tuple[str, ...] = ()
+    what = "a prepared folder with filter_cap.json and image/ (see dataset/README.md)"
+
+    def build(self, cfg: DictConfig, name: str) -> ImageTextPairsDataset:
+        storage = require_path(cfg.storage, f"datasets.{name}.storage", self.what, must_be="dir")
+        return ImageTextPairsDataset(
+            storage,
+            vis_processor=build_processor(cfg.vis_processor, f"datasets.{name}.vis_processor"),
+            text_processor=build_processor(cfg.text_processor, f"datasets.{name}.text_processor"),
+            name=name, max_pixels=cfg.max_pixels, required_fields=self.required_fields)
+
+
+@registry.datasets.register("image_text_pairs")
+class ImageTextPairsBuilder(FolderBuilder):
+    pass
+
+
+@registry.datasets.register("skincon_concepts")
+class SkinconConceptsBuilder(FolderBuilder):
+    """Step 1: SKINCON images with concept captions (dataset/prepare_skincon.py)."""
+
+    required_fields = ("concepts",)
+    what = "a SKINCON set prepared by dataset/prepare_skincon.py"
+
+
+@registry.datasets.register("dermnet")
+class DermnetBuilder(FolderBuilder):
+    """Step 2: Dermnet images with class captions (dataset/prepare_dermnet.py)."""
+
+    required_fields = ("label",)
+    what = "a Dermnet split prepared by dataset/prepare_dermnet.py"
+
+
+@registry.datasets.register("skin_notes")
+class SkinNotesBuilder(FolderBuilder):
+    """Step 2: doctors' notes in the SkinGPT-4/MiniGPT-4 folder format (checked by dataset/check_notes.py)."""
+
+    what = "a doctors' notes folder with filter_cap.json and image/ (see dataset/check_notes.py)"
+
+
+@registry.datasets.register("webdataset")
+class WebDatasetBuilder:
+    Config = WebDatasetConfig
+
+    def build(self, cfg: DictConfig, name: str) -> WebDatasetSource:
+        return WebDatasetSource(
+            resolve_shards(to_plain(cfg.shards), f"datasets.{name}.shards"),
+            vis_processor=build_processor(cfg.vis_processor, f"datasets.{name}.vis_processor"),
+            text_processor=build_processor(cfg.text_processor, f"datasets.{name}.text_processor"),
+            name=name, max_pixels=cfg.max_pixels, shuffle_buffer=cfg.shuffle_buffer, repeat=cfg.repeat,
+            seed=cfg.seed)
+
+
+def build_datasets(datasets_cfg: Any) -> list[tuple[str, Any, float]]:
+    """cfg.datasets -> [(name, dataset, sample_ratio)], in the order of the config."""
+    if not datasets_cfg:
+        raise ConfigError("config section 'datasets' is empty; name at least one of: "
+                          + ", ".join(registry.datasets.names()))
+    built = []
+    for name, block in datasets_cfg.items():
+        block = OmegaConf.create({}) if block is None else block
+        builder_name = block.get("builder") or name
+        try:
+            builder = registry.datasets.get(builder_name)()
+        except KeyError as err:
+            raise ConfigError(f"'datasets.{name}': {err.args[0]} (set 'builder:' when the block has another name)") from err
+        cfg = apply_schema(block, builder.Config, where=f"datasets.{name}")
+        if not cfg.sample_ratio > 0:
+            raise ConfigError(f"'datasets.{name}.sample_ratio' must be > 0, got {cfg.sample_ratio}")
+        built.append((str(name), builder.build(cfg, str(name)), float(cfg.sample_ratio)))
+    return built

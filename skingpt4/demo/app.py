@@ -1,0 +1,164 @@
+"""The Gradio page: photo upload (or camera), streamed chat, the four clinical questions as one-click buttons,
+decoding controls, Restart; the disclaimer and a photo guideline are always on screen.
+
+Privacy (DESIGN §9) is decided here and in `launch.py`: every browser session has its own state (a
+`gr.State`), uploads are deleted when replaced, on Restart and when the session ends, nothing about a chat or a
+photo is logged, and the browser keeps no run history. The engine runs one question at a time (one model).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from typing import Optional
+
+import gradio as gr
+from PIL import Image
+
+from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.chat.engine import ChatInputError, Conversation
+from skingpt4.chat.notices import DISCLAIMER, PHOTO_GUIDELINE
+from skingpt4.common.images import ImageError, load_image
+from skingpt4.demo.loading import ModelLoader
+from skingpt4.demo.uploads import UploadJanitor
+from skingpt4.evaluation.config import CLINICAL_PROMPTS
+
+log = logging.getLogger("skingpt4.demo")
+
+START = "Upload a photo of the skin (or take one with the camera), then ask a question."
+IMAGE_PROBLEMS = {
+    "not_an_image": "This file is not an image. Please upload a photo (JPEG, PNG, WebP, …).",
+    "empty": "This file is empty. Please upload a photo.",
+    "too_large": "This image is too large. Please upload a smaller photo (a phone photo is fine).",
+    "truncated": "This image file is incomplete (maybe the upload was cut off). Please upload it again.",
+    "unreadable": "This image could not be read. Please try another photo or save it as JPEG or PNG.",
+    "missing": "The upload did not arrive. Please upload the photo again.",
+}
+CLINICAL_LABELS = ("Describe the skin disease", "Additional features", "Cause", "Treatment and medication")
+
+
+@dataclasses.dataclass
+class ChatSession:
+    """What one browser session holds (Gradio keeps one per session, never shared)."""
+
+    image: Optional[Image.Image] = None
+    photo_path: Optional[str] = None        # the upload in Gradio's cache, deleted when no longer shown
+    conv: Optional[Conversation] = None     # made on the first question (the model may still be loading)
+
+
+def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJanitor) -> gr.Blocks:
+    with gr.Blocks(title="SkinGPT-4", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+        state = gr.State(None)
+        gr.Markdown("# SkinGPT-4 — a local dermatology assistant")
+        gr.Markdown(f"⚠️ **{DISCLAIMER}**", elem_id="disclaimer")
+        status = gr.Markdown(loader.status(), elem_id="status")
+        with gr.Row():
+            with gr.Column(scale=1):
+                photo = gr.Image(type="filepath", sources=["upload", "webcam"], label="Skin photo",
+                                 elem_id="photo", height=300)
+                gr.Markdown(PHOTO_GUIDELINE, elem_id="guideline")
+                with gr.Accordion("Answer settings", open=True):
+                    greedy = gr.Checkbox(value=not decoding.do_sample, label="Greedy (same answer every time)")
+                    temperature = gr.Slider(0.1, 2.0, value=decoding.temperature, step=0.05, label="Temperature",
+                                            info="Sampling only; higher is more varied.")
+                    beams = gr.Slider(1, 5, value=decoding.num_beams, step=1, label="Beams",
+                                      info="More than 1: beam search (deterministic, not streamed).")
+                restart = gr.Button("Restart", elem_id="restart")
+            with gr.Column(scale=2):
+                chatbot = gr.Chatbot(label="Conversation", elem_id="chat", height=460, feedback_options=None,
+                                     buttons=["copy"])
+                with gr.Row():
+                    question = gr.Textbox(placeholder="Ask about the photo…", show_label=False, scale=5,
+                                          elem_id="question", lines=1)
+                    send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                gr.Markdown("**Clinical questions** (one click asks):")
+                with gr.Row():
+                    clinical = [gr.Button(label, size="sm", elem_id=f"clinical-{i}")
+                                for i, label in enumerate(CLINICAL_LABELS)]
+        timer = gr.Timer(1.0, active=not loader.done)
+
+        def show_loading():
+            return loader.status(), gr.Timer(active=not loader.done)
+
+        timer.tick(show_loading, outputs=[status, timer], show_progress="hidden", api_visibility="private")
+        demo.load(show_loading, outputs=[status, timer], show_progress="hidden", api_visibility="private")
+
+        def new_photo(payload: Optional[dict], session: Optional[ChatSession], request: gr.Request):
+            session = session or ChatSession()
+            janitor.delete(request.session_hash, session.photo_path)
+            session.image = session.photo_path = session.conv = None
+            if payload is None:  # the user cleared the photo
+                return session, [], START, gr.update()
+            path = payload.get("path")
+            if path:
+                janitor.track(request.session_hash, path)
+            try:
+                session.image = load_image(path, name="the upload") if path else None
+            except ImageError as err:
+                janitor.delete(request.session_hash, path)
+                return session, [], f"⚠️ {IMAGE_PROBLEMS[err.reason]}", None
+            if session.image is None:
+                return session, [], f"⚠️ {IMAGE_PROBLEMS['missing']}", None
+            session.photo_path = path
+            return session, [], "Photo received. Ask a question, or click one of the clinical questions.", gr.update()
+
+        # preprocess=False: the handler checks the file itself, so a non-image gets a friendly message
+        photo.input(new_photo, inputs=[photo, state], outputs=[state, chatbot, status, photo], preprocess=False,
+                    api_visibility="private")
+
+        def ask(text: str, greedy_on: bool, temp: float, n_beams: float, session: Optional[ChatSession],
+                history: list):
+            session = session or ChatSession()
+            history = list(history or [])
+            engine = loader.engine
+            if engine is None:
+                yield session, history, loader.status(), text
+                return
+            if session.image is None:
+                yield session, history, "⚠️ Please upload a photo of the skin first.", text
+                return
+            n_beams = int(n_beams)
+            settings = dataclasses.replace(decoding, do_sample=not greedy_on and n_beams == 1,
+                                           temperature=float(temp), num_beams=n_beams)
+            try:
+                if session.conv is None:
+                    session.conv = engine.new_conversation(session.image)
+                history += [{"role": "user", "content": text.strip()}, {"role": "assistant", "content": "…"}]
+                for reply in engine.ask_stream(session.conv, text, settings):
+                    history[-1] = {"role": "assistant", "content": reply}
+                    yield session, history, "SkinGPT-4 is answering…", ""
+            except ChatInputError as err:
+                yield session, history[:-2] if history and history[-1]["content"] == "…" else history, \
+                    f"⚠️ {err}", text
+                return
+            except Exception as err:  # keep serving; log the kind of failure, never the chat
+                log.exception("answering failed")
+                yield session, history, (f"⚠️ Something went wrong while answering ({type(err).__name__}). "
+                                         "Please try again or press Restart."), text
+                return
+            note = "Done. Ask another question, or press Restart for a new photo."
+            if session.conv.last_turn.newly_dropped:
+                note = (f"Note: the conversation is long, so the {session.conv.last_turn.dropped_turns} oldest "
+                        "exchange(s) are no longer in the model's view (the photo is). Press Restart to start over.")
+            yield session, history, note, ""
+
+        ask_inputs = [greedy, temperature, beams, state, chatbot]
+        ask_outputs = [state, chatbot, status, question]
+        common = dict(concurrency_id="model", concurrency_limit=1, api_visibility="private")
+        send.click(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common)
+        question.submit(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common)
+        for button, prompt in zip(clinical, CLINICAL_PROMPTS):
+            button.click(functools.partial(ask, prompt), inputs=ask_inputs, outputs=ask_outputs, **common)
+
+        def start_over(session: Optional[ChatSession], request: gr.Request):
+            if session is not None:
+                janitor.delete(request.session_hash, session.photo_path)
+            return ChatSession(), None, [], START, ""
+
+        restart.click(start_over, inputs=[state], outputs=[state, photo, chatbot, status, question],
+                      api_visibility="private")
+        def session_closed(request: gr.Request):
+            janitor.end_session(request.session_hash)
+
+        demo.unload(session_closed)
+    return demo

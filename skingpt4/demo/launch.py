@@ -1,0 +1,73 @@
+"""`python demo.py --cfg-path eval_configs/X.yaml [--device cpu|cuda:N] [--port N] [--share] [--auth user:pass]`
+
+Private by default (DESIGN §9): the server listens on 127.0.0.1 only, makes no public link unless --share,
+sends no analytics, keeps no run history in the browser, and deletes uploaded photos when a session ends.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional
+
+import gradio as gr
+from gradio.utils import get_upload_folder
+
+from skingpt4.chat.build import build_engine, read_chat_config
+from skingpt4.common.config import ConfigError
+from skingpt4.demo.app import build_demo
+from skingpt4.demo.loading import ModelLoader
+from skingpt4.demo.uploads import UploadJanitor
+
+log = logging.getLogger("skingpt4.demo")
+
+# System fonts only: the default theme fetches Google Fonts, i.e. every page view would reach the internet.
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+CSS = "#disclaimer {position: sticky; top: 0; z-index: 10; background: #fff4e5; padding: 0.4em 0.8em; border-radius: 6px;}"
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python demo.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cfg-path", required=True, help="eval config YAML (see eval_configs/)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N (overrides model.device)")
+    parser.add_argument("--port", type=int, default=7860, help="port on 127.0.0.1 (default 7860)")
+    parser.add_argument("--share", action="store_true",
+                        help="also make a public gradio.live link (photos then travel through Gradio's servers)")
+    parser.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
+    parser.add_argument("--max-file-size", default="25mb", help="largest upload accepted (default 25mb)")
+    parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. run.decoding.max_new_tokens=200")
+    return parser.parse_args(argv)
+
+
+def parse_auth(value: Optional[str]) -> Optional[tuple[str, str]]:
+    if value is None:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user or not password:
+        raise ConfigError("--auth takes USER:PASS, both non-empty")
+    return user, password
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:  # config mistakes are reported before anything starts
+        cfg, run = read_chat_config(args.cfg_path, args.options, args.device)
+        auth = parse_auth(args.auth)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.share:
+        log.warning("--share: a PUBLIC link will be created. Anyone who has it can use this demo, and photos and "
+                    "chats will pass through Gradio's share servers. Do not use it with patient data.%s",
+                    "" if auth else " Consider --auth user:pass.")
+    loader = ModelLoader(lambda: build_engine(cfg, run)).start()
+    demo = build_demo(loader, run.decoding, UploadJanitor(get_upload_folder()))
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name="127.0.0.1", server_port=args.port, share=args.share, auth=auth,
+                max_file_size=args.max_file_size, theme=THEME, css=CSS, footer_links=[], run_history=False,
+                enable_monitoring=False, ssr_mode=False, mcp_server=False, pwa=False, show_error=False,
+                quiet=False)
+    return 0

@@ -1,0 +1,65 @@
+"""Load the model in the background so the page can show progress (a 13B LLM takes minutes to load)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Optional
+
+from skingpt4.chat.engine import ChatEngine
+
+log = logging.getLogger("skingpt4.demo")
+
+
+class _Steps(logging.Handler):
+    """Keeps the package's log lines written while loading: they name each file as it is read."""
+
+    def __init__(self):
+        super().__init__(level=logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+class ModelLoader:
+    def __init__(self, build: Callable[[], ChatEngine]):
+        self._build = build
+        self._steps = _Steps()
+        self._started = 0.0
+        self._finished: Optional[float] = None
+        self.engine: Optional[ChatEngine] = None
+        self.error: Optional[str] = None
+
+    def start(self) -> "ModelLoader":
+        self._started = time.monotonic()
+        threading.Thread(target=self._load, name="skingpt4-load-model", daemon=True).start()
+        return self
+
+    def _load(self) -> None:
+        package_log = logging.getLogger("skingpt4")
+        package_log.addHandler(self._steps)
+        try:
+            self.engine = self._build()
+            log.info("model ready after %.0f s", time.monotonic() - self._started)
+        except Exception as err:  # shown on the page; the server keeps running so the message is seen
+            log.exception("loading the model failed")
+            self.error = f"{type(err).__name__}: {err}"
+        finally:
+            self._finished = time.monotonic()
+            package_log.removeHandler(self._steps)
+
+    @property
+    def done(self) -> bool:
+        return self._finished is not None
+
+    def status(self) -> str:
+        """One Markdown line for the page."""
+        if self.error:
+            return f"**Loading the model failed** ({self.error}). Fix the config and restart the demo."
+        if self.engine is not None:
+            return f"Model ready (loaded in {self._finished - self._started:.0f} s). Upload a photo to start."
+        elapsed = time.monotonic() - self._started
+        last = self._steps.lines[-1] if self._steps.lines else "building the model"
+        return (f"**Loading the model… {elapsed:.0f} s** ({len(self._steps.lines)} step(s) done; last: {last}). "
+                "A 13B model takes a few minutes; you can upload a photo meanwhile.")

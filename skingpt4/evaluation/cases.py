@@ -1,0 +1,141 @@
+"""Which images to evaluate, and what is known about each (class label, skin type, SKINCON concepts).
+
+`evaluation.cases` names one of:
+  - a folder of images, searched recursively; case id = path inside the folder without the suffix. When
+    the first folder level is a Dermnet folder or a class name (the Dermnet `test/` layout), it gives
+    the label.
+  - a CSV with the column `image` (a path, relative to the CSV's folder) and optional `case_id`, `label`
+    (class name or Dermnet folder), `skin_type` (e.g. Fitzpatrick I..VI or DDI I-II/III-IV/V-VI) and
+    `concepts` (SKINCON column names separated by ';').
+  - a prepared folder with `filter_cap.json` (`dataset/prepare_*.py` output): records' `image_id` (image in
+    `image/<image_id>.jpg`), and `label`, `skin_type`, `concepts` when present.
+Nothing is opened here: a missing or unreadable image is found when the case runs, reported, and skipped.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from skingpt4.evaluation.extract import ClassExtractor
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+@dataclass
+class Case:
+    case_id: str
+    image: Path
+    label: Optional[str] = None           # one of the classes, when known
+    skin_type: Optional[str] = None
+    concepts: Optional[list[str]] = None  # true SKINCON concepts, when known
+
+
+class CaseError(ValueError):
+    """The case list itself is unusable (not a single bad case: those are reported and skipped)."""
+
+
+def load_cases(source: str | Path, extractor: ClassExtractor, unplaced_as: Optional[str] = "Others",
+               limit: Optional[int] = None) -> tuple[list[Case], list[dict]]:
+    """-> (cases, dropped): dropped cases (e.g. an unplaced Dermnet folder with `unplaced_as=None`) are
+    listed with the reason. Case ids must be unique."""
+    path = Path(source)
+    if path.is_dir() and (path / "filter_cap.json").is_file():
+        cases, dropped = _from_prepared(path, extractor, unplaced_as)
+    elif path.is_dir():
+        cases, dropped = _from_folder(path, extractor, unplaced_as)
+    elif path.is_file() and path.suffix.lower() == ".csv":
+        cases, dropped = _from_csv(path, extractor, unplaced_as)
+    else:
+        raise CaseError(f"evaluation.cases: '{source}' is neither a folder of images, a folder with "
+                        f"filter_cap.json, nor a .csv file")
+    seen: set[str] = set()
+    for case in cases:
+        if case.case_id in seen:
+            raise CaseError(f"evaluation.cases '{source}': case id '{case.case_id}' appears twice")
+        seen.add(case.case_id)
+    if not cases:
+        raise CaseError(f"evaluation.cases '{source}' holds no cases")
+    return cases[:limit] if limit else cases, dropped
+
+
+def _label(raw: Optional[str], extractor: ClassExtractor, unplaced_as: Optional[str], where: str):
+    """-> (label or None, dropped?)."""
+    if raw is None or not str(raw).strip():
+        return None, False
+    try:
+        label = extractor.canonical(str(raw))
+    except ValueError as err:
+        raise CaseError(f"{where}: {err}") from None
+    return label, label is None
+
+
+def _from_folder(root: Path, extractor: ClassExtractor, unplaced_as):
+    cases, dropped = [], []
+    for image in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()):
+        rel = image.relative_to(root)
+        case_id = rel.with_suffix("").as_posix()
+        folder = rel.parts[0] if len(rel.parts) > 1 else None
+        known = folder is not None and (folder in extractor.dermnet_folders or folder in extractor.classes
+                                        or folder in extractor.unplaced_dermnet_folders)
+        label, drop = _label(folder, extractor, unplaced_as, str(image)) if known else (None, False)
+        if drop:
+            dropped.append({"case_id": case_id, "reason": f"Dermnet folder '{folder}' is not placed in a class"})
+            continue
+        cases.append(Case(case_id, image, label))
+    return cases, dropped
+
+
+def _from_csv(path: Path, extractor: ClassExtractor, unplaced_as):
+    cases, dropped = [], []
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if "image" not in (reader.fieldnames or ()):
+            raise CaseError(f"cases CSV '{path}' needs an 'image' column; it has {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            where = f"{path}:{line}"
+            if not (row.get("image") or "").strip():
+                raise CaseError(f"{where}: empty 'image'")
+            image = Path(row["image"].strip())
+            image = image if image.is_absolute() else path.parent / image
+            case_id = (row.get("case_id") or "").strip() or Path(row["image"].strip()).with_suffix("").as_posix()
+            label, drop = _label(row.get("label"), extractor, unplaced_as, where)
+            if drop:
+                dropped.append({"case_id": case_id, "reason": f"label '{row['label']}' is not placed in a class"})
+                continue
+            concepts = _concepts(row.get("concepts"), where)
+            cases.append(Case(case_id, image, label, (row.get("skin_type") or "").strip() or None, concepts))
+    return cases, dropped
+
+
+def _from_prepared(root: Path, extractor: ClassExtractor, unplaced_as):
+    try:
+        records = json.loads((root / "filter_cap.json").read_text())["annotations"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CaseError(f"'{root / 'filter_cap.json'}' is not {{\"annotations\": [...]}}: {err}") from None
+    cases, dropped = [], []
+    for i, record in enumerate(records):
+        where = f"{root / 'filter_cap.json'} record {i}"
+        image_id = str(record.get("image_id", "")).strip()
+        if not image_id:
+            raise CaseError(f"{where}: no image_id")
+        label, drop = _label(record.get("label"), extractor, unplaced_as, where)
+        if drop:
+            dropped.append({"case_id": image_id, "reason": f"label '{record['label']}' is not placed in a class"})
+            continue
+        concepts = record.get("concepts")
+        if concepts is not None and not isinstance(concepts, list):
+            raise CaseError(f"{where}: 'concepts' must be a list of SKINCON column names")
+        image = root / "image" / f"{image_id}.jpg"
+        if not image.exists() and Path(image_id).suffix:
+            image = root / "image" / image_id
+        cases.append(Case(image_id, image, label, record.get("skin_type"), concepts))
+    return cases, dropped
+
+
+def _concepts(raw: Optional[str], where: str) -> Optional[list[str]]:
+    if raw is None or not raw.strip():
+        return None
+    return [c.strip() for c in raw.split(";") if c.strip()]

@@ -1,0 +1,93 @@
+"""The `evaluation:` section of an eval config (validated: a typo is an error listing the valid keys).
+Every key is documented in docs/evaluation.md."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from omegaconf import OmegaConf
+
+from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.common.config import ConfigError, apply_schema
+
+# DESIGN section 8: the four prompts of one clinical session, asked in this order in one conversation.
+CLINICAL_PROMPTS = (
+    "Could you describe the skin disease in this image for me?",
+    "Please provide a paragraph listing additional features you observed in the image.",
+    "Based on the previous information, please provide a detailed explanation of the cause of this skin disease.",
+    "What treatment and medication should be recommended for this case?",
+)
+# DESIGN section 5: the step-1 (SKINCON) prompt, used to ask for the concepts an image shows.
+CONCEPT_PROMPT = "Could you describe the medical concepts of skin disease in this image for me?"
+
+
+@dataclass
+class ConsistencySettings:
+    runs: int = 10                       # independent diagnoses per case (paper: 10)
+    cases: Optional[int] = None          # use the first N cases (paper: 45); null = all
+    question: str = CLINICAL_PROMPTS[0]  # the diagnosis is extracted from the answer to this question
+    greedy_control: bool = True          # also run the same cases greedily (must give 100%)
+
+
+@dataclass
+class MetricsSettings:
+    question: str = CLINICAL_PROMPTS[0]  # diagnosis question (one-turn conversation per case)
+    concept_question: str = CONCEPT_PROMPT  # asked of cases that carry SKINCON concepts (concept recall)
+
+
+@dataclass
+class ResponseTimeSettings:
+    cases: int = 20      # paper: n = 20
+    warmup: int = 1      # cases run first and not timed (CUDA kernels, caches)
+
+
+@dataclass
+class AblationSettings:
+    checkpoints: Dict[str, str] = field(default_factory=dict)  # name -> projection checkpoint (.pth)
+    task: str = "metrics"                                      # metrics | consistency
+
+
+@dataclass
+class QuestionnaireSettings:
+    inputs: List[str] = field(default_factory=list)  # filled questionnaire CSVs (or --inputs on the command line)
+    clinical_dir: Optional[str] = None               # a clinical run's output: ratings of other case ids are bad rows
+
+
+@dataclass
+class EvaluationConfig:
+    cases: Optional[str] = None              # folder of images, cases CSV, or prepared folder with filter_cap.json
+    limit: Optional[int] = None              # evaluate only the first N cases
+    unplaced_dermnet_as: Optional[str] = "Others"  # class of Dermnet folders the paper does not place; null: drop
+    class_file: Optional[str] = None         # default: skingpt4/evaluation/classes.json
+    concept_file: Optional[str] = None       # default: skingpt4/evaluation/concepts.json
+    template: str = "vicuna_v0"              # chat template (registry.chat_templates)
+    prompts: List[str] = field(default_factory=lambda: list(CLINICAL_PROMPTS))
+    batch_size: int = 8                      # cases answered together by ChatEngine.ask_batch
+    seed: int = 0                            # base seed; each batched call gets a seed derived from it
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    response_time: ResponseTimeSettings = field(default_factory=ResponseTimeSettings)
+    ablation: AblationSettings = field(default_factory=AblationSettings)
+    questionnaire: QuestionnaireSettings = field(default_factory=QuestionnaireSettings)
+
+
+def evaluation_config(section) -> EvaluationConfig:
+    """Validate `cfg.evaluation` and return it as a plain dataclass (decoding settings checked too)."""
+    merged = apply_schema(section, EvaluationConfig, "evaluation")
+    try:
+        cfg: EvaluationConfig = OmegaConf.to_object(merged)  # runs DecodingConfig's own checks
+    except ValueError as err:
+        raise ConfigError(f"evaluation.decoding: {err}") from None
+    if cfg.decoding.seed is not None:
+        raise ConfigError("evaluation.decoding.seed must stay unset: set evaluation.seed, from which every "
+                          "batched call's seed is derived (and recorded)")
+    for key, value in (("batch_size", cfg.batch_size), ("consistency.runs", cfg.consistency.runs),
+                       ("response_time.cases", cfg.response_time.cases)):
+        if value < 1:
+            raise ConfigError(f"evaluation.{key} must be >= 1, got {value}")
+    if not cfg.prompts:
+        raise ConfigError("evaluation.prompts is empty; give the clinical questions (DESIGN section 8)")
+    if cfg.ablation.task not in ("metrics", "consistency"):
+        raise ConfigError(f"evaluation.ablation.task={cfg.ablation.task}: choose metrics or consistency")
+    return cfg

@@ -1,0 +1,82 @@
+"""What a run is pinned to (SHA-256 of the model config, checkpoint, projection weights and image), and the
+per-case JSON record that makes every answer traceable."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from skingpt4.common.config import to_plain
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_json(data: Any) -> str:
+    """Of the canonical JSON (sorted keys, no spaces), so equal configs hash equal."""
+    return hashlib.sha256(json.dumps(to_plain(data), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
+    """Of the tensors' names, shapes, dtypes and bytes, in name order (the projection actually used, also
+    when it was randomly initialised and no checkpoint file exists)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def model_fingerprint(model, checkpoint: Optional[str]) -> dict:
+    """Identity of the model that answers: its resolved config, checkpoint file, projection weights."""
+    return {
+        "model_config_sha256": sha256_json(model.cfg),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
+        "projection_sha256": sha256_state_dict(model.trainable_state_dict()),
+        "llm_model": str(model.cfg.llm_model),
+        "prompt_template": model.prompt_template,
+    }
+
+
+def case_record(case, answers: list[dict], decoding, seed: Optional[int], fingerprint: dict, template: str,
+                image_sha256: str, extra: Optional[dict] = None) -> dict:
+    """answers: [{"prompt", "answer", "seconds", "batch_size"}]; seconds is the wall time of the batched
+    call that produced the answer (shared by the `batch_size` cases answered together)."""
+    return {
+        "case_id": case.case_id,
+        "image": str(case.image),
+        "image_sha256": image_sha256,
+        "label": case.label,
+        "skin_type": case.skin_type,
+        "answers": answers,
+        "decoding": asdict(decoding),
+        "seed": seed,
+        "chat_template": template,
+        **fingerprint,
+        "timings": {"total_seconds": sum(a["seconds"] for a in answers)},
+        **(extra or {}),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def record_filename(case_id: str) -> str:
+    """A case id (which may contain '/') -> a safe, unique-enough file name."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", case_id).strip("._") or "case"
+    if safe != case_id:
+        safe += "-" + hashlib.sha256(case_id.encode()).hexdigest()[:8]
+    return safe + ".json"

@@ -1,0 +1,309 @@
+"""The evaluation tasks behind `evaluate.py --task ...`; each writes its files into one output folder and
+returns a summary (also written as summary.json). See docs/evaluation.md for every file."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig
+
+from skingpt4.chat import ChatEngine
+from skingpt4.common.config import ConfigError, require_path
+from skingpt4.evaluation import consistency as cons
+from skingpt4.evaluation import metrics as met
+from skingpt4.evaluation import questionnaire as quest
+from skingpt4.evaluation.cases import load_cases
+from skingpt4.evaluation.config import EvaluationConfig, evaluation_config
+from skingpt4.evaluation.extract import ClassExtractor, ConceptExtractor
+from skingpt4.evaluation.latency import latency_stats, plot_latency
+from skingpt4.evaluation.records import case_record, model_fingerprint, record_filename
+from skingpt4.evaluation.report import case_html, write_report
+from skingpt4.evaluation.sessions import run_sessions
+from skingpt4.evaluation.tables import format_table, none_if_nan, write_csv, write_json
+
+log = logging.getLogger("skingpt4.evaluation")
+
+
+@dataclass
+class EvalContext:
+    """What every task needs; the model is built on first use (the questionnaire task needs none)."""
+
+    cfg: DictConfig
+    out: Path
+    ev: EvaluationConfig = field(init=False)
+    extractor: ClassExtractor = field(init=False)
+    chat: Optional[ChatEngine] = None  # built from cfg.model on first use when not given
+    checkpoint: Optional[str] = None   # the projection checkpoint in use, when an ablation swapped it in
+
+    def __post_init__(self):
+        self.ev = evaluation_config(self.cfg.get("evaluation"))
+        self.extractor = ClassExtractor(self.ev.class_file)
+        self.out = Path(self.out)
+
+    @property
+    def engine(self) -> ChatEngine:
+        if self.chat is None:
+            from skingpt4.models import SkinGPT4
+
+            if self.cfg.get("model") is None:
+                raise ConfigError("the config has no 'model' section; this task needs a model")
+            torch.manual_seed(self.ev.seed)  # a projection without checkpoint is random: make it the same each run
+            self.chat = ChatEngine(SkinGPT4.from_config(self.cfg.model), template=self.ev.template)
+        return self.chat
+
+    def fingerprint(self) -> dict:
+        model = self.engine.model
+        return model_fingerprint(model, self.checkpoint or model.cfg.ckpt)
+
+    def cases(self, limit: Optional[int] = None):
+        source = require_path(self.ev.cases, "evaluation.cases",
+                              "a folder of images, a cases CSV or a prepared folder with filter_cap.json")
+        cases, dropped = load_cases(source, self.extractor, self.ev.unplaced_dermnet_as, limit or self.ev.limit)
+        return cases, [{**d, "image": None} for d in dropped]
+
+    def sessions(self, cases, prompts: Sequence[str], decoding=None, runs: int = 1, batch_size=None, **kwargs):
+        return run_sessions(self.engine, cases, prompts, decoding or self.ev.decoding, runs=runs,
+                            batch_size=batch_size or self.ev.batch_size, seed=self.ev.seed, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ clinical
+def clinical(ctx: EvalContext, out: Optional[Path] = None) -> dict:
+    """Four prompts per case in one conversation: a JSON record per case, the HTML report for the
+    dermatologists and the blank questionnaire."""
+    out = out or ctx.out
+    cases, problems = ctx.cases()
+    fingerprint = ctx.fingerprint()
+    sections = []
+
+    def keep(session):
+        record = case_record(session.case, session.answers, ctx.ev.decoding, ctx.ev.seed, fingerprint,
+                             ctx.ev.template, session.image_sha256)
+        write_json(out / "records" / record_filename(session.case.case_id), record)
+        sections.append(case_html(record, session.thumbnail))
+
+    started = time.perf_counter()
+    sessions, failed = ctx.sessions(cases, ctx.ev.prompts, thumbnails=True, on_session=keep)
+    seconds = time.perf_counter() - started
+    problems += failed
+    write_report(out / "report.html", sections, "SkinGPT-4 clinical sessions",
+                 f"projection {fingerprint['projection_sha256'][:12]}, LLM {fingerprint['llm_model']}", problems)
+    quest.write_blank(out / "questionnaire_blank.csv", [s.case.case_id for s in sessions])
+    summary = {"task": "clinical", "cases": len(cases), "completed": len(sessions), "skipped": len(problems),
+               "seconds": seconds, "cases_per_minute": 60 * len(sessions) / seconds if seconds else None,
+               "batch_size": ctx.ev.batch_size, "decoding": asdict(ctx.ev.decoding), "seed": ctx.ev.seed,
+               **fingerprint}
+    return _finish(out, summary, problems)
+
+
+# ------------------------------------------------------------------------------------------------ questionnaire
+def questionnaire(ctx: EvalContext, inputs: Sequence[str] = ()) -> dict:
+    """Validate filled questionnaires and write the Fig. 4a table (CSV) and chart (PNG)."""
+    paths = [Path(p) for p in (inputs or ctx.ev.questionnaire.inputs)]
+    if not paths:
+        raise ConfigError("no filled questionnaires: pass --inputs FILE.csv ... or set evaluation.questionnaire.inputs")
+    known = None
+    if ctx.ev.questionnaire.clinical_dir:
+        records = require_path(ctx.ev.questionnaire.clinical_dir, "evaluation.questionnaire.clinical_dir",
+                               "the output folder of a clinical run", "dir") / "records"
+        known = {json.loads(p.read_text())["case_id"] for p in records.glob("*.json")}
+    ratings = quest.read_filled(paths, known)
+    for problem in ratings.problems:
+        log.warning("questionnaire row left out: %s", problem)
+    table = quest.aggregate(ratings.rows)
+    write_csv(ctx.out / "fig4a_table.csv", table, quest.table_columns())
+    write_csv(ctx.out / "per_reviewer.csv", quest.per_reviewer(ratings.rows), ["reviewer", "n", "cases", "agree_total"])
+    write_csv(ctx.out / "questionnaire_problems.csv", [asdict(p) for p in ratings.problems], ["file", "line", "reason", "row"])
+    quest.plot_stacked(table, ctx.out / "fig4a.png")
+    print(format_table(table, ["statement_id", "n", "strongly_agree", "agree", "neutral", "disagree",
+                               "strongly_disagree", "agree_total", "paper_agree_total"]))
+    summary = {"task": "questionnaire", "files": [str(p) for p in paths], "ratings": len(ratings.rows),
+               "bad_rows": len(ratings.problems), "reviewers": len({r["reviewer"] for r in ratings.rows}),
+               "agree_total": {row["statement_id"]: none_if_nan(row["agree_total"]) for row in table}}
+    return _finish(ctx.out, summary, [])
+
+
+# ------------------------------------------------------------------------------------------------ consistency
+def consistency(ctx: EvalContext, out: Optional[Path] = None) -> dict:
+    """N cases x K runs with the configured decoding (and greedily, as the control)."""
+    out = out or ctx.out
+    settings = ctx.ev.consistency
+    cases, problems = ctx.cases(settings.cases)
+    modes = {"decoding": ctx.ev.decoding}
+    if settings.greedy_control:
+        modes["greedy_control"] = replace(ctx.ev.decoding, do_sample=False, num_beams=1)
+    summary = {"task": "consistency", "runs": settings.runs, "question": settings.question, **ctx.fingerprint()}
+    started = time.perf_counter()
+    for mode, decoding in modes.items():
+        sessions, failed = ctx.sessions(cases, [settings.question], decoding, runs=settings.runs)
+        problems += [p for p in failed if p not in problems]
+        answers: dict[str, list[str]] = {}
+        rows = []
+        for s in sorted(sessions, key=lambda s: s.run):
+            text = s.answers[0]["answer"]
+            answers.setdefault(s.case.case_id, []).append(text)
+            rows.append({"case_id": s.case.case_id, "run": s.run, "seed": s.answers[0]["seed"],
+                         "label": ctx.extractor.extract(text).label, "answer": text})
+        per_case = cons.from_answers(answers, lambda text: ctx.extractor.extract(text).label)
+        cons.write(per_case, out / mode)
+        write_csv(out / mode / "answers.csv", rows, ["case_id", "run", "seed", "label", "answer"])
+        summary[mode] = {**{k: none_if_nan(v) for k, v in cons.summarize(per_case).items()},
+                         "decoding": asdict(decoding)}
+        log.info("%s: consistency ratio %.2f%% over %d cases", mode, 100 * summary[mode]["consistency_ratio"]
+                 if summary[mode]["consistency_ratio"] is not None else float("nan"), summary[mode]["cases"])
+    summary["seconds"] = time.perf_counter() - started
+    return _finish(out, summary, problems)
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+def metrics(ctx: EvalContext, out: Optional[Path] = None) -> dict:
+    """Accuracy, per-class P/R/F1, confusion matrix, unknown rate, by skin type; concept recall."""
+    out = out or ctx.out
+    cases, problems = ctx.cases()
+    labelled = [c for c in cases if c.label is not None]
+    with_concepts = [c for c in cases if c.concepts]
+    if not labelled and not with_concepts:
+        raise ConfigError(f"evaluation.cases '{ctx.ev.cases}' has no class labels and no SKINCON concepts: "
+                          "the metrics task needs one of them (see docs/evaluation.md, 'Cases')")
+    summary = {"task": "metrics", **ctx.fingerprint()}
+    started = time.perf_counter()
+    if labelled:
+        sessions, failed = ctx.sessions(labelled, [ctx.ev.metrics.question])
+        problems += failed
+        summary["diagnosis"] = _diagnosis(ctx, sessions, out)
+    if with_concepts:
+        sessions, failed = ctx.sessions(with_concepts, [ctx.ev.metrics.concept_question])
+        problems += [p for p in failed if p not in problems]
+        summary["concepts"] = _concepts(ctx, sessions, out)
+    summary["seconds"] = time.perf_counter() - started
+    return _finish(out, summary, problems)
+
+
+def _diagnosis(ctx: EvalContext, sessions, out: Path) -> dict:
+    rows = []
+    for s in sessions:
+        found = ctx.extractor.extract(s.answers[0]["answer"])
+        rows.append({"case_id": s.case.case_id, "label": s.case.label, "predicted": found.label,
+                     "mentioned": "|".join(found.classes), "skin_type": s.case.skin_type or "",
+                     "answer": s.answers[0]["answer"]})
+    write_csv(out / "predictions.csv", rows, ["case_id", "label", "predicted", "mentioned", "skin_type", "answer"])
+    if not rows:
+        return {"n": 0}
+    y_true, y_pred = [r["label"] for r in rows], [r["predicted"] for r in rows]
+    result = met.diagnosis_metrics(y_true, y_pred, ctx.extractor.classes)
+    write_csv(out / "per_class.csv", result["per_class"], ["class", "support", "predicted", "precision", "recall", "f1"])
+    met.plot_confusion(result["confusion"], out / "confusion_matrix.png")
+    by_skin = met.stratified(y_true, y_pred, [r["skin_type"] or None for r in rows], ctx.extractor.classes)
+    if by_skin:
+        write_csv(out / "by_skin_type.csv", by_skin, ["group", "n", "accuracy", "unknown_rate", "macro_f1"])
+    write_json(out / "metrics.json", {**_clean(result), "by_skin_type": _clean(by_skin)})
+    headline = {k: none_if_nan(result[k]) for k in ("n", "accuracy", "unknown_rate", "macro_precision",
+                                                    "macro_recall", "macro_f1")}
+    print(format_table([headline], list(headline)))
+    if by_skin:
+        print(format_table(by_skin, ["group", "n", "accuracy", "unknown_rate", "macro_f1"]))
+    return {**headline, "by_skin_type": _clean(by_skin)}
+
+
+def _concepts(ctx: EvalContext, sessions, out: Path) -> dict:
+    concept_extractor = ConceptExtractor(ctx.ev.concept_file, ctx.ev.class_file)
+    unknown = sorted({c for s in sessions for c in s.case.concepts} - set(concept_extractor.concepts))
+    if unknown:
+        raise ConfigError(f"cases name SKINCON concepts that {concept_extractor.path} does not know: {unknown}")
+    said = [concept_extractor.extract(s.answers[0]["answer"]) for s in sessions]
+    write_csv(out / "concept_predictions.csv",
+              [{"case_id": s.case.case_id, "true": "|".join(s.case.concepts), "mentioned": "|".join(m),
+                "answer": s.answers[0]["answer"]} for s, m in zip(sessions, said)],
+              ["case_id", "true", "mentioned", "answer"])
+    result = met.concept_recall([s.case.concepts for s in sessions], said)
+    write_csv(out / "concept_recall_per_concept.csv", result["per_concept"], ["concept", "images", "recall"])
+    return {k: none_if_nan(v) for k, v in result.items() if k != "per_concept"}
+
+
+# ------------------------------------------------------------------------------------------------ response time
+def response_time(ctx: EvalContext) -> dict:
+    """Cases one at a time (batch 1), the four prompts each; latency per answer (Fig. 4b)."""
+    settings = ctx.ev.response_time
+    cases, problems = ctx.cases(settings.cases + settings.warmup)
+    if settings.warmup:
+        ctx.sessions(cases[:settings.warmup], ctx.ev.prompts[:1], batch_size=1)
+    sessions, failed = ctx.sessions(cases[settings.warmup:], ctx.ev.prompts, batch_size=1)
+    problems += failed
+    rows = [{"case_id": s.case.case_id, "prompt_index": i + 1, "seconds": a["seconds"], "new_tokens": a["new_tokens"],
+             "prompt": a["prompt"]} for s in sessions for i, a in enumerate(s.answers)]
+    write_csv(ctx.out / "latency.csv", rows, ["case_id", "prompt_index", "seconds", "new_tokens", "prompt"])
+    if not rows:
+        raise RuntimeError("no case could be timed; see problems.json")
+    groups = {"all answers": [r["seconds"] for r in rows]}
+    for i in range(len(ctx.ev.prompts)):
+        groups[f"prompt {i + 1}"] = [r["seconds"] for r in rows if r["prompt_index"] == i + 1]
+    groups["whole case"] = [sum(a["seconds"] for a in s.answers) for s in sessions]
+    stats = {name: latency_stats(values) for name, values in groups.items() if values}
+    plot_latency({k: groups[k] for k in stats}, ctx.out / "latency.png")
+    print(format_table([{"group": k, **{m: round(v, 3) for m, v in s.items()}} for k, s in stats.items()],
+                       ["group", "n", "median", "q1", "q3", "iqr", "mean", "min", "max"]))
+    summary = {"task": "response_time", "seconds": stats, "device": str(ctx.engine.model.device),
+               "warmup_cases": settings.warmup, "decoding": asdict(ctx.ev.decoding), **ctx.fingerprint()}
+    return _finish(ctx.out, summary, problems)
+
+
+# ------------------------------------------------------------------------------------------------ ablation
+ABLATION_COLUMNS = ["checkpoint", "accuracy", "macro_f1", "unknown_rate", "concept_micro_recall",
+                    "consistency_ratio", "cases_per_minute", "projection_sha256", "path"]
+
+
+def ablation(ctx: EvalContext) -> dict:
+    """The same evaluation (metrics or consistency) for each checkpoint, in one comparison table."""
+    checkpoints = ctx.ev.ablation.checkpoints
+    if not checkpoints:
+        raise ConfigError("evaluation.ablation.checkpoints is empty; map names to projection checkpoints, e.g. "
+                          "{step1_only: ckpt/step1.pth, two_step: ckpt/step2.pth}")
+    paths = {name: require_path(path, f"evaluation.ablation.checkpoints.{name}",
+                                "a SkinGPT-4 / MiniGPT-4 projection checkpoint (.pth)", "file")
+             for name, path in checkpoints.items()}  # all checked before hours of compute start
+    task: Callable = {"metrics": metrics, "consistency": consistency}[ctx.ev.ablation.task]
+    model, rows = ctx.engine.model, []
+    for name, path in paths.items():
+        log.info("ablation: %s (%s)", name, path)
+        report = model.load_projection(str(path))
+        ctx.checkpoint = str(path)
+        log.info("%s", report)
+        summary = task(ctx, ctx.out / name)
+        diagnosis, concepts = summary.get("diagnosis", {}), summary.get("concepts", {})
+        n = diagnosis.get("n") or concepts.get("images") or 0
+        rows.append({"checkpoint": name, "path": str(path), "projection_sha256": summary["projection_sha256"][:16],
+                     "accuracy": diagnosis.get("accuracy"), "macro_f1": diagnosis.get("macro_f1"),
+                     "unknown_rate": diagnosis.get("unknown_rate"),
+                     "concept_micro_recall": concepts.get("micro_recall"),
+                     "consistency_ratio": summary.get("decoding", {}).get("consistency_ratio"),
+                     "cases_per_minute": 60 * n / summary["seconds"] if summary.get("seconds") and n else None})
+    write_csv(ctx.out / "ablation.csv", rows, ABLATION_COLUMNS)
+    print(format_table([{k: ("" if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+                        for r in rows], ABLATION_COLUMNS[:-1]))
+    return _finish(ctx.out, {"task": "ablation", "evaluation": ctx.ev.ablation.task, "rows": rows}, [])
+
+
+TASKS = {"clinical": clinical, "questionnaire": questionnaire, "consistency": consistency, "metrics": metrics,
+         "response_time": response_time, "ablation": ablation}
+
+
+def _finish(out: Path, summary: dict, problems: list) -> dict:
+    summary["problems"] = len(problems)
+    write_json(out / "problems.json", problems)
+    write_json(out / "summary.json", summary)
+    for p in problems:
+        print(f"skipped case {p['case_id']}: {p['reason']}")
+    return summary
+
+
+def _clean(data):
+    """NaN -> None, recursively (JSON has no NaN)."""
+    if isinstance(data, dict):
+        return {k: _clean(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_clean(v) for v in data]
+    return none_if_nan(data)

@@ -1,0 +1,73 @@
+"""Training metrics on rank 0: one JSON record per logged step in `metrics.jsonl`, TensorBoard scalars when the
+tensorboard package is installed, and a loss-curve PNG at the end."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+log = logging.getLogger("skingpt4.train")
+
+
+class MetricsLog:
+    def __init__(self, output_dir: Path, resume_step: int, tensorboard: bool):
+        self.path = output_dir / "metrics.jsonl"
+        self._truncate_after(resume_step)
+        self.writer = _tensorboard_writer(output_dir / "tensorboard") if tensorboard else None
+
+    def _truncate_after(self, step: int) -> None:
+        """Drop records a killed run logged after its last checkpoint, so a resumed run's log has no repeats."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _tensorboard_writer(directory: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # torch's writer needs the optional tensorboard package
+        return None
+    return SummaryWriter(str(directory))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_loss_curve(metrics_path: Path, png_path: Path, title: str = "training loss") -> Optional[Path]:
+    """Loss (and LR) against step, from metrics.jsonl. Returns None when there is nothing to plot."""
+    records = [r for r in read_metrics(metrics_path) if "loss" in r] if Path(metrics_path).exists() else []
+    if not records:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, loss_ax = plt.subplots(figsize=(7, 4))
+    loss_ax.plot(steps, [r["loss"] for r in records], color="tab:blue", label="loss")
+    loss_ax.set_xlabel("optimisation step")
+    loss_ax.set_ylabel("loss", color="tab:blue")
+    lr_ax = loss_ax.twinx()
+    lr_ax.plot(steps, [r["lr"] for r in records], color="tab:orange", alpha=0.6, label="lr")
+    lr_ax.set_ylabel("learning rate", color="tab:orange")
+    loss_ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

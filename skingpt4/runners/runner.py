@@ -1,0 +1,313 @@
+"""The training loop: `max_epoch` x `iters_per_epoch` optimisation steps over endlessly re-iterated sources.
+
+One optimisation step = `accum_grad_iters` micro-batches of `batch_size_train` items per process. The task
+turns a batch into a loss (`task.train_step(model, batch)`); the runner owns everything around it: data
+plan, AdamW + LR schedule, autocast and loss scaling, gradient accumulation and clipping, DDP, metrics,
+checkpoints, resume and clean stops.
+
+Stopping: the first Ctrl-C (or SIGTERM, as sent by schedulers and torchrun) asks the loop to stop after
+the current step; it then saves `checkpoint_last.pth` and returns. A second Ctrl-C aborts at once; the
+last checkpoint on disk stays intact (checkpoints are written atomically). Model and optimizer only
+change inside `optimizer.step()`, so a checkpoint always describes a whole number of steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from skingpt4.common import registry
+from skingpt4.common.config import ConfigError
+from skingpt4.runners import checkpoint as ckpt
+from skingpt4.runners.data import Source, build_train_loader
+from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
+from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
+from skingpt4.runners.metrics import MetricsLog, plot_loss_curve
+from skingpt4.runners.optim import build_optimizer
+
+log = logging.getLogger("skingpt4.train")
+LAST_CHECKPOINT = "checkpoint_last.pth"
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class TrainResult:
+    status: str  # finished | stopped (run.stop_after_iters) | interrupted (Ctrl-C / SIGTERM) | aborted (2nd Ctrl-C)
+    step: int                   # optimisation steps done
+    output_dir: Path
+    checkpoint: Optional[Path]  # the checkpoint that holds the final state
+    last_loss: Optional[float]  # mean loss of the last logged interval
+    loss_curve: Optional[Path]
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM -> a flag the loop checks between steps; a second SIGINT raises KeyboardInterrupt."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("received %s: stopping after the current step and saving a checkpoint "
+                    "(press Ctrl-C again to abort at once)", signal.Signals(signum).name)
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. a notebook worker): keep the default behaviour
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@registry.runners.register("runner_base")
+class Runner:
+    def __init__(self, cfg: DictConfig, task: Any, model: nn.Module, sources: Sequence[Source], config: dict,
+                 dist: DistInfo):
+        self.cfg, self.task, self.model, self.sources, self.config, self.dist = cfg, task, model, sources, config, dist
+        self.output_dir = Path(cfg.output_dir).expanduser()
+        self.total_steps = cfg.max_epoch * cfg.iters_per_epoch
+        if cfg.precision == "fp16" and dist.device.type != "cuda":
+            raise ConfigError("run.precision=fp16 needs a CUDA device; on CPU use bf16 or fp32")
+        self.optimizer = build_optimizer(model, cfg.init_lr, cfg.weight_decay, cfg.betas)
+        spec = ScheduleSpec(cfg.init_lr, cfg.min_lr, cfg.warmup_lr, cfg.warmup_steps, cfg.iters_per_epoch,
+                            cfg.max_epoch, cfg.lr_decay_rate)
+        self.scheduler = build_lr_scheduler(cfg.lr_sched, self.optimizer, spec)
+        self.scaler = torch.amp.GradScaler(dist.device.type, enabled=cfg.precision == "fp16")
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.step = 0
+        self._last_batch = None  # stands in (with weight 0) for an all-bad batch under DDP
+
+    # ------------------------------------------------------------------------------------------ state
+    def state(self) -> dict:
+        return {
+            "model": ckpt.trainable_state_dict(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "config": self.config,
+            "epoch": self.step // self.cfg.iters_per_epoch,  # epochs completed
+            "step": self.step,
+            "global_batch_size": self.global_batch,
+            "rng": ckpt.rng_state(),
+            "format": ckpt.CHECKPOINT_FORMAT,
+        }
+
+    def resume(self, path: str) -> None:
+        payload = ckpt.load_checkpoint(path)
+        missing = [k for k in ("optimizer", "lr_scheduler", "step") if k not in payload]
+        if missing:
+            raise ValueError(f"'{path}' lacks {missing}: it is a weights-only checkpoint, not a run to resume; "
+                             "to start from its projection set model.ckpt instead of run.resume_ckpt_path")
+        ckpt.load_trainable_state_dict(self.model, payload["model"], path)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["lr_scheduler"])
+        if payload.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(payload["scaler"])
+        ckpt.set_rng_state(payload["rng"])
+        self.step = int(payload["step"])
+        if payload.get("global_batch_size", self.global_batch) != self.global_batch:
+            log.warning("resuming with global batch %d, the checkpoint was written with %d: the data order "
+                        "differs from the interrupted run", self.global_batch, payload["global_batch_size"])
+        log.info("resumed from '%s' at step %d (epoch %d)", path, self.step, payload["epoch"])
+
+    @property
+    def global_batch(self) -> int:
+        return self.cfg.batch_size_train * self.dist.world_size * self.cfg.accum_grad_iters
+
+    def save(self, name: str) -> Optional[Path]:
+        if not self.dist.is_main:
+            return None
+        return ckpt.save_checkpoint(self.state(), self.output_dir / name)
+
+    # ------------------------------------------------------------------------------------------ loop
+    def train(self) -> TrainResult:
+        cfg = self.cfg
+        if cfg.resume_ckpt_path:
+            self.resume(cfg.resume_ckpt_path)
+        elif (self.output_dir / LAST_CHECKPOINT).exists():
+            raise ConfigError(f"run.output_dir '{self.output_dir}' already holds a run ({LAST_CHECKPOINT}); continue "
+                              f"it with run.resume_ckpt_path={self.output_dir / LAST_CHECKPOINT} or choose another "
+                              "run.output_dir")
+        if self.dist.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(OmegaConf.create(self.config), self.output_dir / "config.yaml")
+        metrics = MetricsLog(self.output_dir, self.step, cfg.tensorboard) if self.dist.is_main else None
+        loader = build_train_loader(
+            self.sources, self.task.collate, batch_size=cfg.batch_size_train, world_size=self.dist.world_size,
+            rank=self.dist.rank, seed=cfg.seed, total_micro_steps=self.total_steps * cfg.accum_grad_iters,
+            start_micro_step=self.step * cfg.accum_grad_iters, num_workers=cfg.num_workers,
+            pin_memory=self.dist.device.type == "cuda")
+        forward_model = self.model
+        if self.dist.distributed:
+            device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
+            forward_model = DistributedDataParallel(self.model, device_ids=device_ids, broadcast_buffers=False)
+        self.model.train()
+        stop_at = min(self.total_steps, cfg.stop_after_iters or self.total_steps)
+        log.info("training steps %d..%d of %d (global batch %d = %d per process x %d processes x %d accumulation)",
+                 self.step, stop_at, self.total_steps, self.global_batch, cfg.batch_size_train,
+                 self.dist.world_size, cfg.accum_grad_iters)
+        status, checkpoint = "finished", None
+        window = _Window()
+        batches = iter(loader)
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.dist.is_main and cfg.progress_bar),
+                   desc="train", dynamic_ncols=True)
+        try:
+            with _StopRequest() as stop:
+                while self.step < stop_at:
+                    window.add(self._train_step(forward_model, batches))
+                    self.step += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{window.last_loss:.4f}", lr=f"{window.last_lr:.2e}",
+                                    samples_s=f"{window.last_rate:.1f}")
+                    if self.step % cfg.log_freq == 0 or self.step == stop_at:
+                        self._log(window, metrics)
+                    if self.step % cfg.iters_per_epoch == 0:
+                        checkpoint = self.save(f"checkpoint_{self.step // cfg.iters_per_epoch - 1}.pth")
+                    if (self.step % cfg.iters_per_epoch == 0 or (cfg.save_freq and self.step % cfg.save_freq == 0)
+                            or self.step == stop_at):
+                        checkpoint = self.save(LAST_CHECKPOINT)
+                    if self._any_rank(stop.requested):
+                        status = "interrupted"
+                        break
+        except KeyboardInterrupt:
+            # Second Ctrl-C, possibly inside optimizer.step(): saving now could store a half-updated state.
+            status = "aborted"
+        finally:
+            bar.close()
+        if status == "interrupted":
+            checkpoint = self.save(LAST_CHECKPOINT)
+        elif status == "finished" and self.step < self.total_steps:
+            status = "stopped"
+        if status != "finished":
+            log.warning("%s at step %d of %d; continue with --options run.resume_ckpt_path=%s", status, self.step,
+                        self.total_steps, self.output_dir / LAST_CHECKPOINT)
+        curve = None
+        if metrics is not None:
+            metrics.close()
+            curve = plot_loss_curve(metrics.path, self.output_dir / "loss_curve.png")
+        barrier(self.dist)
+        return TrainResult(status, self.step, self.output_dir, checkpoint, window.logged_loss, curve)
+
+    def _any_rank(self, flag: bool) -> bool:
+        if not self.dist.distributed:
+            return flag
+        return bool(all_reduce_mean(torch.tensor([float(flag)], device=self.dist.device), self.dist).item() > 0)
+
+    def _train_step(self, forward_model: nn.Module, batches) -> dict:
+        cfg, device = self.cfg, self.dist.device
+        started = time.perf_counter()
+        data_time, losses, bad_items, skipped, did_backward = 0.0, [], 0, 0, False
+        autocast = torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(cfg.precision, torch.float32),
+                                  enabled=cfg.precision in AUTOCAST_DTYPES)
+        for micro in range(cfg.accum_grad_iters):
+            fetch_start = time.perf_counter()
+            packed = next(batches)
+            data_time += time.perf_counter() - fetch_start
+            bad_items += packed["bad_items"]
+            batch = packed["batch"]
+            if batch is None:
+                skipped += 1
+                if not self.dist.distributed:
+                    continue  # nothing to learn from; other processes need no lock-step
+                batch, weight = self._last_batch, 0.0  # keep DDP's collectives in step; contributes zero
+                if batch is None:
+                    raise RuntimeError("the first batch of this process had only bad images; check the dataset")
+            else:
+                batch, weight = _to_device(batch, device), 1.0
+                self._last_batch = batch
+            sync = micro == cfg.accum_grad_iters - 1 or not self.dist.distributed
+            with (contextlib.nullcontext() if sync else forward_model.no_sync()), autocast:
+                loss = self.task.train_step(forward_model, batch)["loss"]
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower run.init_lr or "
+                                             "use run.precision=bf16/fp32")
+                self.scaler.scale(loss * weight / cfg.accum_grad_iters).backward()
+            did_backward = True
+            if weight:
+                losses.append(loss.detach().float())
+        grad_norm = float("nan")
+        if did_backward:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm or math.inf))
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        lr = self.optimizer.param_groups[0]["lr"]
+        with warnings.catch_warnings():
+            # A step whose batches were all bad has no optimizer.step(); the schedule still advances.
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
+        elapsed = time.perf_counter() - started
+        loss = torch.stack(losses).mean().item() if losses else float("nan")
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "time": elapsed, "data_time": data_time,
+                "samples": self.global_batch, "bad_items": bad_items, "skipped_batches": skipped}
+
+    def _log(self, window: "_Window", metrics: Optional[MetricsLog]) -> None:
+        summary = window.flush()
+        # Mean over processes (all ranks reach this point at the same step, so the collective matches).
+        loss = all_reduce_mean(torch.tensor([summary["loss"]], device=self.dist.device), self.dist).item()
+        record = {"step": self.step, "epoch": self.step // self.cfg.iters_per_epoch, **summary, "loss": loss}
+        window.logged_loss = loss
+        if metrics is not None:
+            metrics.write(record)
+            log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g %.1f samples/s", self.step, self.total_steps,
+                     loss, record["lr"], record["grad_norm"], record["samples_per_s"])
+
+
+class _Window:
+    """Accumulates per-step figures between two metric records."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+        self.last_loss = self.last_lr = self.last_rate = float("nan")
+        self.logged_loss: Optional[float] = None
+        self.count = 0
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self.count += 1
+        self.last_loss, self.last_lr = row["loss"], row["lr"]
+        self.last_rate = row["samples"] / row["time"] if row["time"] > 0 else float("nan")
+
+    def flush(self) -> dict:
+        rows, self.rows = self.rows, []
+        losses = [r["loss"] for r in rows if not math.isnan(r["loss"])]
+        total_time = sum(r["time"] for r in rows)
+        return {
+            "loss": sum(losses) / len(losses) if losses else float("nan"),
+            "lr": rows[-1]["lr"],
+            "grad_norm": rows[-1]["grad_norm"],
+            "samples_per_s": sum(r["samples"] for r in rows) / total_time if total_time > 0 else float("nan"),
+            "data_time_frac": sum(r["data_time"] for r in rows) / total_time if total_time > 0 else 0.0,
+            "bad_items": sum(r["bad_items"] for r in rows),
+            "skipped_batches": sum(r["skipped_batches"] for r in rows),
+        }
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch

@@ -1,0 +1,78 @@
+"""The synthetic-sample generator: public formats, determinism, learnable images, the one-command CLI."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from dataset.make_synthetic import main as make_synthetic_main
+from dataset.make_synthetic import make_synthetic
+from dataset.prepare_dermnet import load_mapping
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = dict(per_class=2, test_per_class=1, skincon_images=12, ddi_images=4, notes_per_class=1, size=64)
+
+
+def tree_bytes(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def test_raw_formats_and_determinism(tmp_path):
+    make_synthetic(tmp_path / "a", prepare=False, seed=3, log=lambda m: None, **SMALL)
+    make_synthetic(tmp_path / "b", prepare=False, seed=3, log=lambda m: None, **SMALL)
+    make_synthetic(tmp_path / "c", prepare=False, seed=4, log=lambda m: None, **SMALL)
+    a = tree_bytes(tmp_path / "a")
+    assert a == tree_bytes(tmp_path / "b") and a != tree_bytes(tmp_path / "c")
+    raw = tmp_path / "a" / "raw"
+    for split, count in (("train", 2), ("test", 1)):
+        folders = sorted(p.name for p in (raw / "dermnet" / split).iterdir())
+        assert folders == sorted(load_mapping()["folders"]) and len(folders) == 23
+        assert all(len(list((raw / "dermnet" / split / f).iterdir())) == count for f in folders)
+    assert (raw / "fitzpatrick17k" / "fitzpatrick17k.csv").read_text().splitlines()[0] == (
+        "md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,three_partition_label,qc,url,url_alphanum")
+    assert (raw / "ddi" / "ddi_metadata.csv").read_text().splitlines()[0] == ",DDI_ID,DDI_file,skin_tone,malignant,disease"
+    fitz_ids = [line.split(",")[1] for line in (raw / "skincon" / "annotations_fitzpatrick17k.csv").read_text().splitlines()[1:]]
+    ddi_ids = [line.split(",")[1] for line in (raw / "skincon" / "annotations_ddi.csv").read_text().splitlines()[1:]]
+    assert all(len(i) == 36 and i.endswith(".jpg") for i in fitz_ids) and ddi_ids[:2] == ["000001.png", "000002.png"]
+    notes = json.loads((raw / "notes" / "filter_cap.json").read_text())["annotations"]
+    assert len(notes) == 16 and all((raw / "notes" / "image" / f"{n['image_id']}.jpg").is_file() for n in notes)
+
+
+def _hue_features(folder: Path):
+    features, labels = [], []
+    for record in json.loads((folder / "filter_cap.json").read_text())["annotations"]:
+        hsv = np.asarray(Image.open(folder / "image" / f"{record['image_id']}.jpg").convert("HSV")).reshape(-1, 3)
+        lesion = hsv[hsv[:, 1] > 180].astype(int)  # saturated pixels: the drawn lesion, not the skin background
+        # 12 hue bins centred on the generator's 12 hues, x 2 brightness bins
+        hist = np.histogram2d((lesion[:, 0] + 11) % 256, lesion[:, 2], bins=(12, 2), range=((0, 256), (0, 256)))[0].ravel()
+        features.append(hist / max(1, hist.sum()))
+        labels.append(record["folder"])
+    return np.array(features), np.array(labels)
+
+
+def test_images_carry_their_labels(tmp_path):
+    """A nearest-centroid classifier on colour alone, fit on the train split, names the test folders."""
+    make_synthetic(tmp_path, stats=False, log=lambda m: None, **{**SMALL, "per_class": 3, "size": 128})
+    x_train, y_train = _hue_features(tmp_path / "prepared" / "dermnet")
+    x_test, y_test = _hue_features(tmp_path / "prepared" / "dermnet_test")
+    classes = sorted(set(y_train))
+    centroids = np.array([x_train[y_train == c].mean(0) for c in classes])
+    predicted = np.array(classes)[np.abs(x_test[:, None] - centroids[None]).sum(-1).argmin(1)]
+    assert (predicted == y_test).mean() >= 0.8  # chance: 1/23
+
+
+def test_one_command_generates_and_prepares(tmp_path, capsys):
+    out = tmp_path / "synthetic"
+    args = [sys.executable, "dataset/make_synthetic.py", "--out", str(out), "--per-class", "1", "--skincon-images", "12",
+            "--ddi-images", "4", "--notes-per-class", "1", "--image-size", "48"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "prepared" in done.stdout and "skipped: do_not_consider 2, image_missing 1, image_truncated 1, no_concepts 1" in done.stdout
+    for name in ("skincon", "dermnet", "dermnet_test", "notes"):
+        assert json.loads((out / "prepared" / name / "filter_cap.json").read_text())["annotations"]
+    assert list((out / "shards" / "skincon").glob("shard-*.tar"))
+    assert (out / "stats" / "skincon" / "stats.png").is_file() and (out / "stats" / "dermnet" / "stats.csv").is_file()
+    assert make_synthetic_main(["--out", str(out)]) == 2
+    assert "is not empty; pass --overwrite" in capsys.readouterr().out

@@ -1,0 +1,207 @@
+"""Every evaluation task end to end on the tiny model with synthetic Dermnet-layout images: each output file
+is produced and parses, bad cases are reported while the run goes on, greedy runs are 100% consistent."""
+import csv
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from evaluate import main as evaluate_main
+from skingpt4.chat import ChatEngine
+from skingpt4.common.config import ConfigError
+from skingpt4.evaluation import tasks
+from skingpt4.evaluation.questionnaire import STATEMENTS
+from skingpt4.evaluation.records import sha256_json
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FAST = {"do_sample": True, "max_new_tokens": 6}
+
+
+@pytest.fixture(scope="module")
+def dermnet_test(tmp_path_factory) -> Path:
+    """The synthetic generator's Dermnet `test/` folder: 23 folders x 1 image (64 px)."""
+    from dataset.make_synthetic import make_dermnet
+
+    raw = tmp_path_factory.mktemp("synthetic")
+    make_dermnet(raw, {"test": 1}, size=64, seed=0)
+    return raw / "dermnet" / "test"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return ChatEngine(tiny_model)
+
+
+def context(engine, out, **evaluation) -> tasks.EvalContext:
+    cfg = OmegaConf.create({"model": {"model_type": "tiny"}, "evaluation": {"decoding": FAST, **evaluation}})
+    out.mkdir(parents=True, exist_ok=True)
+    return tasks.EvalContext(cfg, out, chat=engine)
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_clinical_twenty_cases_with_bad_ones_reported(engine, dermnet_test, tmp_path):
+    cases = tmp_path / "cases"
+    shutil.copytree(dermnet_test, cases)
+    (cases / "Urticaria Hives" / "zz-corrupt.jpg").write_bytes(b"this is not a jpeg")
+    good = cases / "Vascular Tumors" / "synthetic-test-20-0000.jpg"
+    (cases / "Vascular Tumors" / "zz-truncated.jpg").write_bytes(good.read_bytes()[:300])
+    ctx = context(engine, tmp_path / "out", cases=str(cases), batch_size=8)  # 25 files: 23 good + 2 bad
+    summary = tasks.clinical(ctx)
+
+    assert (summary["cases"], summary["completed"], summary["skipped"]) == (25, 23, 2)
+    problems = json.loads((ctx.out / "problems.json").read_text())
+    reasons = {p["case_id"]: p["reason"] for p in problems}
+    assert reasons["Urticaria Hives/zz-corrupt"].startswith("image not_an_image:")
+    assert reasons["Vascular Tumors/zz-truncated"].startswith("image ")  # truncated or unreadable, per Pillow
+
+    records = [json.loads(p.read_text()) for p in sorted((ctx.out / "records").glob("*.json"))]
+    assert len(records) == 23
+    by_id = {r["case_id"]: r for r in records}
+    rec = by_id["Vascular Tumors/synthetic-test-20-0000"]
+    assert rec["label"] == "Vascular tumors"
+    assert rec["image_sha256"] == hashlib.sha256(good.read_bytes()).hexdigest()
+    assert rec["model_config_sha256"] == sha256_json(engine.model.cfg)
+    assert rec["checkpoint"] is None and len(rec["projection_sha256"]) == 64
+    assert [a["prompt"] for a in rec["answers"]] == list(ctx.ev.prompts)
+    assert all(isinstance(a["answer"], str) and a["seed"] is not None and a["seconds"] > 0 for a in rec["answers"])
+    assert rec["decoding"]["max_new_tokens"] == 6 and rec["seed"] == 0 and rec["chat_template"] == "vicuna_v0"
+    assert by_id["Systemic Disease/synthetic-test-17-0000"]["label"] == "Others"  # unplaced folder, default Others
+
+    blank = read_csv(ctx.out / "questionnaire_blank.csv")
+    assert len(blank) == 23 * len(STATEMENTS) and {r["case_id"] for r in blank} == set(by_id)
+
+    class Images(HTMLParser):
+        count = 0
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img" and dict(attrs)["src"].startswith("data:image/jpeg;base64,"):
+                self.count += 1
+
+    page = Images()
+    page.feed((ctx.out / "report.html").read_text())
+    assert page.count == 23
+    assert "zz-corrupt" in (ctx.out / "report.html").read_text()  # skipped cases are listed for the reviewers
+    assert json.loads((ctx.out / "summary.json").read_text())["cases_per_minute"] > 0
+
+
+def test_sampled_answers_are_reproduced_from_the_recorded_seeds(engine, dermnet_test, tmp_path):
+    answers = []
+    for run in ("a", "b"):
+        ctx = context(engine, tmp_path / run, cases=str(dermnet_test), limit=3, batch_size=2,
+                      prompts=["Could you describe the skin disease in this image for me?", "And the cause?"])
+        tasks.clinical(ctx)
+        answers.append([json.loads(p.read_text())["answers"] for p in sorted((ctx.out / "records").glob("*.json"))])
+    texts = lambda run: [[a["answer"] for a in case] for case in run]  # noqa: E731
+    assert texts(answers[0]) == texts(answers[1])
+    assert len({a["seed"] for case in answers[0] for a in case}) > 1  # a fresh seed per batched call
+
+
+def test_missing_image_in_a_csv_is_reported_and_the_run_goes_on(engine, dermnet_test, tmp_path):
+    table = tmp_path / "cases.csv"
+    image = dermnet_test / "Herpes HPV and other STDs Photos" / "synthetic-test-08-0000.jpg"
+    table.write_text(f"case_id,image,label\nok,{image},Herpes\ngone,missing.jpg,Herpes\n")
+    ctx = context(engine, tmp_path / "out", cases=str(table))
+    summary = tasks.clinical(ctx)
+    assert (summary["completed"], summary["skipped"]) == (1, 1)
+    problem = json.loads((ctx.out / "problems.json").read_text())[0]
+    assert problem["case_id"] == "gone" and problem["reason"] == f"image missing: no such file '{tmp_path / 'missing.jpg'}'"
+
+
+def test_consistency_is_100_percent_under_greedy(engine, dermnet_test, tmp_path):
+    ctx = context(engine, tmp_path, cases=str(dermnet_test), consistency={"runs": 3, "cases": 4}, batch_size=4)
+    summary = tasks.consistency(ctx)
+    greedy, sampled = summary["greedy_control"], summary["decoding"]
+    assert (greedy["cases"], greedy["runs"]) == (4, 12)
+    assert greedy["consistency_ratio"] == 1.0 and greedy["same_text_ratio"] == 1.0
+    assert sampled["same_text_ratio"] < 1.0  # the recorded seeds differ between runs
+    for mode in ("greedy_control", "decoding"):
+        assert len(read_csv(tmp_path / mode / "consistency_per_case.csv")) == 4
+        assert len(read_csv(tmp_path / mode / "answers.csv")) == 12
+        assert (tmp_path / mode / "consistency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_metrics_by_skin_type_and_concept_recall(engine, dermnet_test, tmp_path):
+    folders = sorted(p for p in dermnet_test.iterdir())[:4]
+    rows = ["case_id,image,label,skin_type,concepts"]
+    for i, folder in enumerate(folders):
+        image = next(folder.glob("*.jpg"))
+        rows.append(f"c{i},{image},{folder.name},{'I' if i % 2 else 'VI'},Erythema;Scale")
+    table = tmp_path / "cases.csv"
+    table.write_text("\n".join(rows) + "\n")
+    ctx = context(engine, tmp_path / "out", cases=str(table))
+    summary = tasks.metrics(ctx)
+    assert summary["diagnosis"]["n"] == 4 and summary["concepts"]["images"] == 4
+    assert [r["group"] for r in read_csv(ctx.out / "by_skin_type.csv")] == ["I", "VI"]
+    predictions = read_csv(ctx.out / "predictions.csv")
+    assert [p["label"] for p in predictions][:2] == ["Acne and rosacea", "Malignant lesions"]
+    metrics = json.loads((ctx.out / "metrics.json").read_text())
+    assert sum(map(sum, metrics["confusion"]["counts"])) == 4
+    assert (ctx.out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert {r["concept"] for r in read_csv(ctx.out / "concept_recall_per_concept.csv")} == {"Erythema", "Scale"}
+
+
+def test_response_time_one_case_at_a_time(engine, dermnet_test, tmp_path):
+    ctx = context(engine, tmp_path, cases=str(dermnet_test), response_time={"cases": 3, "warmup": 1})
+    summary = tasks.response_time(ctx)
+    rows = read_csv(tmp_path / "latency.csv")
+    assert len(rows) == 3 * 4 and summary["seconds"]["all answers"]["n"] == 12
+    assert summary["seconds"]["whole case"]["n"] == 3
+    assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ablation_table_over_two_checkpoints(tiny_assets, dermnet_test, tmp_path):
+    import torch
+
+    from skingpt4.models import SkinGPT4
+
+    model = SkinGPT4.from_config({"model_type": "tiny"})  # own model: the ablation swaps its projection
+    paths = {}
+    for name, seed in (("step1_only", 1), ("two_step", 2)):
+        torch.manual_seed(seed)
+        torch.nn.init.normal_(model.llama_proj.weight)
+        paths[name] = str(model.save_checkpoint(tmp_path / f"{name}.pth"))
+    ctx = context(ChatEngine(model), tmp_path / "out", cases=str(dermnet_test), limit=3,
+                  ablation={"checkpoints": paths})
+    summary = tasks.ablation(ctx)
+    rows = read_csv(ctx.out / "ablation.csv")
+    assert [r["checkpoint"] for r in rows] == ["step1_only", "two_step"]
+    assert rows[0]["projection_sha256"] != rows[1]["projection_sha256"]
+    assert summary["rows"][0]["path"] == paths["step1_only"]
+    record = json.loads((ctx.out / "two_step" / "summary.json").read_text())
+    assert record["checkpoint"] == paths["two_step"] and len(record["checkpoint_sha256"]) == 64
+
+    ctx = context(ChatEngine(model), tmp_path / "bad", cases=str(dermnet_test),
+                  ablation={"checkpoints": {"baseline": str(tmp_path / "nope.pth")}})
+    with pytest.raises(ConfigError, match=r"config key 'evaluation.ablation.checkpoints.baseline': no such file"):
+        tasks.ablation(ctx)
+
+
+def test_cli_questionnaire_and_config_errors(subprocess_env, tmp_path, capsys):
+    config = tmp_path / "eval.yaml"
+    config.write_text("evaluation:\n  cases: null\n")
+    filled = tmp_path / "dr_a.csv"
+    filled.write_text("case_id,statement_id,statement,rating,reviewer,comment\n"
+                      "c1,diagnosis,x,5,,\nc2,diagnosis,x,2,,\nc2,useful,x,maybe,,\n")
+    cmd = [sys.executable, str(REPO_ROOT / "evaluate.py"), "--cfg-path", str(config), "--task", "questionnaire",
+           "--out", str(tmp_path / "out"), "--inputs", str(filled)]
+    done = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    table = {r["statement_id"]: r for r in read_csv(tmp_path / "out" / "fig4a_table.csv")}
+    assert (table["diagnosis"]["n"], table["diagnosis"]["strongly_agree"], table["diagnosis"]["disagree"]) == ("2", "50.0", "50.0")
+    bad = read_csv(tmp_path / "out" / "questionnaire_problems.csv")
+    assert [(b["line"], b["reason"][:22]) for b in bad] == [("4", "invalid rating 'maybe'")]
+    assert (tmp_path / "out" / "fig4a.png").read_bytes()[:4] == b"\x89PNG"
+
+    config.write_text("evaluation:\n  batch_sise: 4\n")
+    assert evaluate_main(cmd[2:]) == 2
+    assert "unknown key 'evaluation.batch_sise' (did you mean 'batch_size'?)" in capsys.readouterr().err

@@ -1,0 +1,165 @@
+"""train.py end to end with the tiny SkinGPT-4 on generated data: the loss falls and only the projection
+changes; a run killed (SIGKILL) or stopped mid-way resumes to the same weights as an uninterrupted one; two
+gloo processes match one process with the same global batch; the frozen-feature cache trains identically;
+bad settings fail before training with a clear message."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import train as train_script
+from skingpt4.common.config import ConfigError, load_config
+from skingpt4.runners.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+STEP1 = str(REPO / "train_configs" / "tiny_step1.yaml")
+STEP2 = str(REPO / "train_configs" / "tiny_step2.yaml")
+
+
+@pytest.fixture
+def data(train_data, tiny_assets) -> Path:
+    return train_data
+
+
+def options(data, out, **run):
+    settings = {"max_epoch": 1, "iters_per_epoch": 10, "log_freq": 1, "progress_bar": False, "tensorboard": False,
+                "output_dir": str(out), **run}
+    return [f"datasets.skincon_concepts.storage={data / 'skincon'}"] + [f"run.{k}={v}" for k, v in settings.items()]
+
+
+def train(data, out, cfg_path=STEP1, extra=(), **run):
+    return train_script.run_training(load_config(cfg_path, options(data, out, **run) + list(extra)))
+
+
+def projection(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
+
+
+def test_loss_falls_and_only_the_projection_changes(data, tmp_path):
+    from skingpt4.models import SkinGPT4
+
+    torch.manual_seed(42)  # train.py seeds with run.seed before building the model
+    fresh = SkinGPT4.from_config({"model_type": "tiny", "prompt_path": "prompts/step1.txt"}).state_dict()
+    result, model = train(data, tmp_path / "run", iters_per_epoch=40, log_freq=10)
+    trained = model.state_dict()
+    changed = sorted(k for k in fresh if not torch.equal(fresh[k], trained[k]))
+    assert changed == ["llama_proj.bias", "llama_proj.weight"]
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.03, losses
+    assert set(projection(result.checkpoint)) == {"llama_proj.weight", "llama_proj.bias"}
+    assert (tmp_path / "run" / "loss_curve.png").is_file()
+
+
+def test_stopped_run_resumes_to_the_same_weights(data, tmp_path):
+    straight, _ = train(data, tmp_path / "straight")
+    stopped, _ = train(data, tmp_path / "split", stop_after_iters=4)
+    assert (stopped.status, stopped.step) == ("stopped", 4)
+    resumed, _ = train(data, tmp_path / "split", resume_ckpt_path=str(stopped.checkpoint))
+    assert (resumed.status, resumed.step) == ("finished", 10)
+    assert_same(projection(straight.checkpoint), projection(resumed.checkpoint))
+    lrs = {}
+    for run in ("straight", "split"):
+        lrs[run] = [json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs["straight"] == lrs["split"]  # same schedule position after the resume, no repeated records
+
+
+def test_killed_process_resumes_to_the_same_weights(data, tmp_path, subprocess_env):
+    args = options(data, tmp_path / "killed", iters_per_epoch=30, save_freq=1)
+    proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", STEP1, "--options", *args], cwd=REPO,
+                            env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "killed" / "checkpoint_last.pth"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists() and load_checkpoint(last)["step"] >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)  # no handler runs: only what is already on disk survives
+    finally:
+        proc.wait()
+    killed_at = load_checkpoint(last)["step"]
+    assert 3 <= killed_at < 30
+    resumed, _ = train(data, tmp_path / "killed", iters_per_epoch=30, save_freq=1, resume_ckpt_path=str(last))
+    straight, _ = train(data, tmp_path / "straight", iters_per_epoch=30)
+    assert resumed.step == 30
+    assert_same(projection(straight.checkpoint), projection(resumed.checkpoint))
+
+
+def test_two_gloo_processes_match_one_process(data, tmp_path, subprocess_env):
+    # One caption for all: every sample has the same number of answer tokens, so the mean of per-process
+    # token means (what DDP averages, as the original) equals the mean over the global batch.
+    cfg = OmegaConf.load(STEP1)
+    cfg.datasets = {"pairs": {"builder": "image_text_pairs", "storage": str(data / "same_caption")}}
+    cfg_path = tmp_path / "pairs.yaml"
+    OmegaConf.save(cfg, cfg_path)
+    run = {"max_epoch": 1, "iters_per_epoch": 6, "progress_bar": False, "tensorboard": False, "log_freq": 1}
+    two = [f"run.{k}={v}" for k, v in {**run, "batch_size_train": 2, "output_dir": tmp_path / "two"}.items()]
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "train.py", "--cfg-path", str(cfg_path), "--options", *two], cwd=REPO, env=subprocess_env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one = [f"run.{k}={v}" for k, v in {**run, "batch_size_train": 4, "output_dir": tmp_path / "one"}.items()]
+    single, _ = train_script.run_training(load_config(cfg_path, one))
+    assert load_checkpoint(tmp_path / "two" / "checkpoint_last.pth")["global_batch_size"] == 4
+    assert_same(projection(single.checkpoint), projection(tmp_path / "two" / "checkpoint_last.pth"), atol=1e-6)
+    losses = {}
+    for run_dir in ("one", "two"):
+        losses[run_dir] = [json.loads(line)["loss"] for line in (tmp_path / run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert losses["one"] == pytest.approx(losses["two"], abs=1e-5)
+
+
+def test_cached_frozen_features_train_the_same_as_pixels(data, tmp_path):
+    eval_transform = ["datasets.skincon_concepts.vis_processor.name=blip2_image_eval"]
+    pixels, _ = train(data, tmp_path / "pixels", extra=eval_transform)
+    cached, _ = train(data, tmp_path / "cached", extra=eval_transform, cache_frozen_features=True)
+    assert_same(projection(pixels.checkpoint), projection(cached.checkpoint), atol=1e-6)
+
+
+def test_cache_refuses_the_random_train_transform(data, tmp_path):
+    with pytest.raises(ConfigError, match="run.cache_frozen_features needs the deterministic eval image transform, "
+                                          "but dataset 'skincon_concepts' uses Blip2ImageTrainProcessor"):
+        train(data, tmp_path / "run", cache_frozen_features=True)
+
+
+def test_step2_starts_from_the_step1_checkpoint(data, tmp_path):
+    step1, _ = train(data, tmp_path / "step1", iters_per_epoch=2)
+    step2_data = [f"datasets.dermnet.storage={data / 'dermnet'}", f"datasets.skin_notes.storage={data / 'notes'}",
+                  f"model.ckpt={step1.checkpoint}"]
+    cfg = load_config(STEP2, step2_data + [f"run.{k}={v}" for k, v in {
+        "max_epoch": 1, "iters_per_epoch": 1, "init_lr": 1e-12, "min_lr": 0, "warmup_lr": 0, "weight_decay": 0,
+        "progress_bar": False, "tensorboard": False, "output_dir": tmp_path / "step2"}.items()])
+    step2, _ = train_script.run_training(cfg)
+    # One step at a negligible learning rate: the step-2 projection is still the step-1 projection.
+    assert_same(projection(step1.checkpoint), projection(step2.checkpoint), atol=1e-8)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["run.init_lr=-1e-4"], "config error: run.init_lr must be >= 0, got -0.0001"),
+    (["run.lr_sched=cosine"], "config error: run.lr_sched: unknown LR schedule 'cosine' valid choices: "
+                              "linear_warmup_cosine_lr, linear_warmup_step_lr"),
+    (["datasets.skincon_concepts.storage=/nonexistent/skincon"],
+     "config error: config key 'datasets.skincon_concepts.storage': no such directory '/nonexistent/skincon'"),
+    (["model.ckpt=/nonexistent/step1/checkpoint_last.pth"],
+     "config error: config key 'model.ckpt': no such file '/nonexistent/step1/checkpoint_last.pth'; put the "
+     "checkpoint to start from (for step 2: the step-1 checkpoint_last.pth) there"),
+])
+def test_bad_settings_fail_before_training(bad, message, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--cfg-path", STEP1, "--options", *options(data, out), *bad]
+    assert train_script.main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing was trained or written
