@@ -25,6 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--out", required=True, help="output folder (created; files in it are replaced)")
     parser.add_argument("--inputs", nargs="+", default=(), help="questionnaire task: filled questionnaire CSVs")
+    parser.add_argument("--resume", action="store_true",
+                        help="clinical: keep the case records a killed run left in --out and do the rest")
     parser.add_argument("--options", nargs="+", default=(), help="override config keys: evaluation.batch_size=4 ...")
     return parser.parse_args(argv)
 
@@ -34,7 +36,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config(args.cfg_path, args.options)
-        ctx = EvalContext(cfg, Path(args.out))
+        ctx = EvalContext(cfg, Path(args.out), resume=args.resume)
         ctx.out.mkdir(parents=True, exist_ok=True)
         task = TASKS[args.task]
         summary = task(ctx, args.inputs) if args.task == "questionnaire" else task(ctx)

@@ -55,7 +55,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, help="prepared folder (default: synthetic, generated)")
     parser.add_argument("--shards", type=Path, help="webdataset shard folder (default: synthetic, generated)")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2, 4])
+    parser.add_argument("--workers", type=int, nargs="+", default=sorted({0, 1, 2, os.cpu_count() or 1}),
+                        help="DataLoader worker counts to measure (default: 0, 1, 2 and the number of cores)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--min-images", type=int, default=400, help="images timed per measurement")
     parser.add_argument("--image-size", type=int, default=512, help="side of generated images")

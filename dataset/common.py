@@ -12,7 +12,7 @@ from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from PIL import Image
 
@@ -104,15 +104,14 @@ def encode_image(job: ImageJob) -> tuple[str, Optional[bytes], Optional[str], Op
     return job.image_id, out.getvalue(), None, None
 
 
-def encode_images(jobs: Sequence[ImageJob], workers: int) -> Iterable[tuple[str, Optional[bytes], Optional[str], Optional[str]]]:
-    """encode_image over `jobs`, in order; `workers` > 1 uses that many processes."""
+def encode_images(jobs: Sequence[ImageJob], workers: int) -> Iterator[tuple[str, Optional[bytes], Optional[str], Optional[str]]]:
+    """encode_image over `jobs`, yielded in order as they finish (so the JPEG bytes of a large set are never
+    all held in memory); `workers` > 1 uses that many processes."""
     if workers <= 1:
-        return map(encode_image, jobs)
-    pool = ProcessPoolExecutor(max_workers=workers)
-    try:
-        return list(pool.map(encode_image, jobs, chunksize=16))
-    finally:
-        pool.shutdown()
+        yield from map(encode_image, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(encode_image, jobs, chunksize=16)
 
 
 # ---------------------------------------------------------------- prepared folder

@@ -30,6 +30,7 @@ import argparse
 import colorsys
 import csv
 import hashlib
+import io
 import json
 import random
 import shutil
@@ -39,12 +40,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dataset.check_notes import check_notes
-from dataset.common import PrepareError, prepare_output, write_prepared
+from dataset.common import DEFAULT_MAX_SIDE, PrepareError, prepare_output, write_prepared
 from dataset.prepare_dermnet import load_mapping, prepare_dermnet
 from dataset.prepare_skincon import prepare_skincon
 from dataset.skincon_concepts import CONCEPTS, EXCLUDE_COLUMN
 from dataset.stats import dataset_stats
 from dataset.write_shards import write_shards
+from skingpt4.common.images import DEFAULT_MAX_PIXELS
 
 SKIN_TONES = {1: (250, 222, 196), 2: (236, 192, 158), 3: (214, 168, 124), 4: (186, 128, 90), 5: (132, 84, 54), 6: (84, 52, 34)}
 CONCEPT_COLORS = [(200, 30, 30), (30, 150, 40), (30, 60, 200), (235, 205, 20), (140, 40, 170), (15, 15, 15),
@@ -178,7 +180,6 @@ def make_skincon(raw: Path, n_fitzpatrick: int, n_ddi: int, size: int, seed: int
 
 
 def _jpeg(image: Image.Image) -> bytes:
-    import io
     out = io.BytesIO()
     image.save(out, "JPEG", quality=92)
     return out.getvalue()
@@ -245,8 +246,9 @@ def make_synthetic(out: Path, per_class: int = 4, test_per_class: int = 1, skinc
     }
     records, sources, skips = check_notes(raw / "notes", decode=False)
     prepare_output(prepared / "notes", overwrite=False)
-    reports["notes"] = write_prepared(prepared / "notes", records, sources, skips, {"kind": "notes", "max_side": 1024},
-                                      1024, None, 1, quiet)
+    reports["notes"] = write_prepared(prepared / "notes", records, sources, skips,
+                                      {"kind": "notes", "max_side": DEFAULT_MAX_SIDE}, DEFAULT_MAX_SIDE,
+                                      DEFAULT_MAX_PIXELS, 1, quiet)
     for name, report in reports.items():
         skipped = ", ".join(f"{reason} {info['count']}" for reason, info in report["skipped"].items()) or "none"
         log(f"prepared {prepared / name}: {report['written']} pairs (skipped: {skipped})")

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from dataset.common import (PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
+from dataset.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
                             write_prepared)
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
 
@@ -59,7 +59,7 @@ def slug(text: str) -> str:
 
 def prepare_dermnet(root: Path, split: str, out: Path, mapping_path: Path = DEFAULT_MAPPING,
                     drop_ambiguous: bool = False, skip_unknown: bool = False, phrasings: str = "fixed",
-                    seed: int = 0, max_side: int = 1024, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                    seed: int = 0, max_side: int = DEFAULT_MAX_SIDE, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
                     workers: int = 1, overwrite: bool = False, log=print) -> dict[str, Any]:
     mapping = load_mapping(mapping_path)
     split_dir = Path(root) / split

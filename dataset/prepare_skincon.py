@@ -21,10 +21,11 @@ import argparse
 from pathlib import Path
 from typing import Any, Optional
 
-from dataset.common import (PrepareError, Skips, add_image_args, index_files, parse_flag, prepare_output,
-                            print_report, read_csv, stable_choice, write_prepared)
+from dataset.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, index_files, parse_flag,
+                            prepare_output, print_report, read_csv, stable_choice, write_prepared)
 from dataset.skincon_concepts import (CONCEPTS, DEFAULT_TEMPLATE, EXCLUDE_COLUMN, VARIED_TEMPLATES,
                                       concept_caption)
+from skingpt4.common.images import DEFAULT_MAX_PIXELS
 
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 DDI_TONES = {"12": "I-II", "34": "III-IV", "56": "V-VI"}
@@ -100,22 +101,23 @@ def read_annotations(path: Path, source: str, images: dict[str, Path], metadata:
 def prepare_skincon(out: Path, fitzpatrick_annotations: Optional[Path] = None, fitzpatrick_images: Optional[Path] = None,
                     fitzpatrick_metadata: Optional[Path] = None, ddi_annotations: Optional[Path] = None,
                     ddi_images: Optional[Path] = None, ddi_metadata: Optional[Path] = None,
-                    phrasings: str = "fixed", seed: int = 0, max_side: int = 1024, max_pixels: Optional[int] = None,
+                    phrasings: str = "fixed", seed: int = 0, max_side: int = DEFAULT_MAX_SIDE,
+                    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
                     workers: int = 1, overwrite: bool = False, log=print) -> dict[str, Any]:
     plan = [("fitzpatrick17k", fitzpatrick_annotations, fitzpatrick_images, fitzpatrick_metadata, fitzpatrick_skin_types),
             ("ddi", ddi_annotations, ddi_images, ddi_metadata, ddi_skin_types)]
     if not any(p[1] for p in plan):
         raise PrepareError("give --fitzpatrick-annotations and/or --ddi-annotations")
     skips, records, sources = Skips(), [], {}
-    for source, annotations, image_dir, meta_path, read_meta in plan:
-        if annotations is None:
+    for source, csv_path, image_dir, meta_path, read_meta in plan:
+        if csv_path is None:
             continue
         if image_dir is None or not Path(image_dir).is_dir():
             raise PrepareError(f"--{source.replace('17k', '')}-images: no such directory '{image_dir}' "
                                f"(the folder holding the {source} images)")
         metadata = read_meta(Path(meta_path)) if meta_path else None
         images = index_files(Path(image_dir), (".jpg", ".jpeg", ".png"))
-        got, got_sources = read_annotations(Path(annotations), source, images, metadata, phrasings, seed, skips)
+        got, got_sources = read_annotations(Path(csv_path), source, images, metadata, phrasings, seed, skips)
         records += got
         sources.update(got_sources)
     prepare_output(out, overwrite)

@@ -208,11 +208,19 @@ def test_batched_generation_equals_unbatched_greedy(engine):
     for convs in (batched, single):  # different history lengths -> different left padding
         engine.ask(convs[0], QUESTIONS[0], DecodingConfig(**GREEDY))
         engine.ask(convs[1], QUESTIONS[0], DecodingConfig(do_sample=False, max_new_tokens=4))
-    replies = engine.ask_batch(batched, questions, DecodingConfig(**GREEDY))
-    for conv, q, reply in zip(single, questions, replies):
-        assert engine.ask(conv, q, DecodingConfig(**GREEDY)) == reply
-    assert [c.last_turn.reply_ids for c in batched] == [c.last_turn.reply_ids for c in single]
-    assert [c.history for c in batched] == [c.history for c in single]
+    for turn in range(2):  # the second batched turn reuses the caches the first one left
+        replies = engine.ask_batch(batched, questions, DecodingConfig(**GREEDY))
+        for conv, q, reply in zip(single, questions, replies):
+            assert engine.ask(conv, q, DecodingConfig(**GREEDY)) == reply
+        assert [c.last_turn.reply_ids for c in batched] == [c.last_turn.reply_ids for c in single]
+        assert [c.history for c in batched] == [c.history for c in single]
+        assert [c.last_turn.reused_tokens for c in batched] == [c.last_turn.reused_tokens for c in single]
+        assert all(c.last_turn.reused_tokens > 0 for c in batched[:2 if turn == 0 else 3])
+        questions = questions[::-1]
+    # beam search in a batch runs without the caches and gives transformers' beams row by row
+    beams = DecodingConfig(do_sample=False, num_beams=2, max_new_tokens=6)
+    replies = engine.ask_batch(batched, questions, beams)
+    assert replies == [engine.ask(conv, q, beams) for conv, q in zip(single, questions)]
 
 
 class ScriptedLlama(LlamaForCausalLM):

@@ -2,6 +2,7 @@
 import json
 import logging
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,21 @@ def test_webdataset_streams_all_samples_and_skips_bad_ones(synthetic, tmp_path):
     items = [item for item in dataset]
     assert sum(item is None for item in items) == 1 and len(items) == len(expected)
     assert dataset.bad.total() == 1 and set(dataset.bad.counts()) <= {"truncated", "unreadable"}
+
+
+def test_webdataset_truncated_shard_is_counted_and_skipped(synthetic, tmp_path):
+    """A shard cut short (an interrupted copy): the samples before the cut come through, the error is counted
+    and the next shard is read in full."""
+    [shard] = sorted((synthetic / "shards" / "skincon").glob("*.tar"))
+    members = tarfile.open(shard).getmembers()
+    cut = members[4].offset_data + 100  # inside the third sample's image
+    broken = tmp_path / "shard-broken.tar"
+    broken.write_bytes(shard.read_bytes()[:cut])
+    dataset, _ = build_one({"builder": "webdataset", "shards": [str(broken), str(shard)],
+                            "repeat": False, "shuffle_buffer": 0})
+    items = [item for item in dataset if item is not None]
+    assert len(items) == 2 + len(members) // 2
+    assert dataset.bad.counts().get("unreadable", 0) >= 1
 
 
 def test_webdataset_repeat_restarts_and_pattern_works(synthetic):

@@ -110,6 +110,18 @@ def test_skincon_older_release_by_column_name(raw, tmp_path):
     assert flagged and flagged <= {r["image_id"] for r in old_records}  # the old file has no flag to drop them
 
 
+def test_older_fitzpatrick17k_metadata(raw, tmp_path):
+    """Older fitzpatrick17k.csv copies: a leading index column and a single 'fitzpatrick' column."""
+    header, *rows = read_rows(raw / "fitzpatrick17k" / "fitzpatrick17k.csv")
+    old = tmp_path / "fitzpatrick17k.csv"
+    with open(old, "w", newline="") as f:
+        csv.writer(f).writerows([["", "md5hash", "fitzpatrick", "label"]] +
+                                [[i, r[0], r[1], r[3]] for i, r in enumerate(rows)])
+    prepare_skincon(tmp_path / "old", **skincon_args(raw, fitzpatrick_metadata=old))
+    prepare_skincon(tmp_path / "new", **skincon_args(raw))
+    assert records(tmp_path / "old") == records(tmp_path / "new")
+
+
 def test_skincon_csv_errors_name_column_and_line(raw, tmp_path):
     header, *rows = read_rows(raw / "skincon" / "annotations_ddi.csv")
     missing = tmp_path / "missing.csv"
@@ -152,7 +164,7 @@ def test_preparing_twice_is_byte_identical(raw, tmp_path):
     assert tree_bytes(tmp_path / "a") == first
     assert len({r["caption"].split(" ")[0] for r in records(tmp_path / "a")}) > 1  # varied phrasings in use
     prepare_dermnet(raw / "dermnet", "train", tmp_path / "d1", **QUIET)
-    prepare_dermnet(raw / "dermnet", "train", tmp_path / "d2", **QUIET)
+    prepare_dermnet(raw / "dermnet", "train", tmp_path / "d2", workers=2, **QUIET)  # parallel: same bytes
     assert tree_bytes(tmp_path / "d1") == tree_bytes(tmp_path / "d2")
 
 
@@ -323,3 +335,32 @@ def test_stats_table_csv_and_chart(raw, tmp_path):
     prepare_dermnet(raw / "dermnet", "train", tmp_path / "derm", **QUIET)
     _, stats = dataset_stats(tmp_path / "derm", None)
     assert dict(stats["label"])["Dermatitis"] == 4 * 2 and len(stats["label"]) == 16
+
+
+def test_command_lines(raw, tmp_path, capsys):
+    """The documented command lines, in process (the subprocess form is covered by test_data_synthetic)."""
+    from dataset.prepare_dermnet import main as dermnet_main
+    from dataset.prepare_skincon import main as skincon_main
+    from dataset.stats import main as stats_main
+    from dataset.write_shards import main as shards_main
+
+    assert skincon_main(["--out", str(tmp_path / "sk"),
+                         "--fitzpatrick-annotations", str(raw / "skincon" / "annotations_fitzpatrick17k.csv"),
+                         "--fitzpatrick-images", str(raw / "fitzpatrick17k" / "images"),
+                         "--fitzpatrick-metadata", str(raw / "fitzpatrick17k" / "fitzpatrick17k.csv"),
+                         "--ddi-annotations", str(raw / "skincon" / "annotations_ddi.csv"),
+                         "--ddi-images", str(raw / "ddi" / "images"), "--ddi-metadata", str(raw / "ddi" / "ddi_metadata.csv"),
+                         "--phrasings", "varied", "--max-side", "32", "--workers", "2"]) == 0
+    assert "image-caption pairs to" in capsys.readouterr().out
+    assert max(Image.open(p).size[0] for p in (tmp_path / "sk" / "image").iterdir()) == 32
+    assert dermnet_main(["--root", str(raw / "dermnet"), "--split", "test", "--out", str(tmp_path / "dn"),
+                         "--drop-ambiguous"]) == 0
+    assert len(records(tmp_path / "dn")) == 20
+    assert dermnet_main(["--root", str(raw / "dermnet"), "--split", "valid", "--out", str(tmp_path / "x")]) == 2
+    assert "no folder" in capsys.readouterr().out
+    assert shards_main(["--src", str(tmp_path / "dn"), "--out", str(tmp_path / "sh"), "--maxcount", "8"]) == 0
+    assert "wrote 20 samples in 3 shard(s)" in capsys.readouterr().out
+    assert shards_main(["--src", str(tmp_path / "dn"), "--out", str(tmp_path / "sh")]) == 2
+    assert "already holds shards; pass --overwrite" in capsys.readouterr().out
+    assert stats_main(["--src", str(tmp_path / "dn")]) == 0
+    assert "Class" in capsys.readouterr().out

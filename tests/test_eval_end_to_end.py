@@ -4,22 +4,18 @@ import csv
 import hashlib
 import json
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from evaluate import main as evaluate_main
 from skingpt4.chat import ChatEngine
 from skingpt4.common.config import ConfigError
 from skingpt4.evaluation import tasks
 from skingpt4.evaluation.questionnaire import STATEMENTS
 from skingpt4.evaluation.records import sha256_json
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FAST = {"do_sample": True, "max_new_tokens": 6}
 
 
@@ -186,22 +182,21 @@ def test_ablation_table_over_two_checkpoints(tiny_assets, dermnet_test, tmp_path
         tasks.ablation(ctx)
 
 
-def test_cli_questionnaire_and_config_errors(subprocess_env, tmp_path, capsys):
-    config = tmp_path / "eval.yaml"
-    config.write_text("evaluation:\n  cases: null\n")
-    filled = tmp_path / "dr_a.csv"
-    filled.write_text("case_id,statement_id,statement,rating,reviewer,comment\n"
-                      "c1,diagnosis,x,5,,\nc2,diagnosis,x,2,,\nc2,useful,x,maybe,,\n")
-    cmd = [sys.executable, str(REPO_ROOT / "evaluate.py"), "--cfg-path", str(config), "--task", "questionnaire",
-           "--out", str(tmp_path / "out"), "--inputs", str(filled)]
-    done = subprocess.run(cmd, env=subprocess_env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    table = {r["statement_id"]: r for r in read_csv(tmp_path / "out" / "fig4a_table.csv")}
-    assert (table["diagnosis"]["n"], table["diagnosis"]["strongly_agree"], table["diagnosis"]["disagree"]) == ("2", "50.0", "50.0")
-    bad = read_csv(tmp_path / "out" / "questionnaire_problems.csv")
-    assert [(b["line"], b["reason"][:22]) for b in bad] == [("4", "invalid rating 'maybe'")]
-    assert (tmp_path / "out" / "fig4a.png").read_bytes()[:4] == b"\x89PNG"
+def test_a_killed_clinical_run_is_resumed(engine, dermnet_test, tmp_path):
+    ctx = context(engine, tmp_path, cases=str(dermnet_test), limit=3, batch_size=2,
+                  prompts=["Could you describe the skin disease in this image for me?"])
+    tasks.clinical(ctx)
+    records = sorted((tmp_path / "records").glob("*.json"))
+    kept = records[0].read_text()
+    records[1].unlink()  # as if the run had been killed before this case was written
+    with pytest.raises(ConfigError, match=r"already holds 2 case record\(s\); pass --resume"):
+        tasks.clinical(ctx)
+    ctx.resume = True
+    summary = tasks.clinical(ctx)
+    assert (summary["completed"], summary["resumed"]) == (3, 2)
+    assert records[0].read_text() == kept and records[1].is_file()
+    assert len(read_csv(tmp_path / "questionnaire_blank.csv")) == 3 * len(STATEMENTS)
 
-    config.write_text("evaluation:\n  batch_sise: 4\n")
-    assert evaluate_main(cmd[2:]) == 2
-    assert "unknown key 'evaluation.batch_sise' (did you mean 'batch_size'?)" in capsys.readouterr().err
+    ctx.ev.seed = 1
+    with pytest.raises(ConfigError, match="cannot resume: .* was made with different seed"):
+        tasks.clinical(ctx)

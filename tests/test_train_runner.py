@@ -114,6 +114,13 @@ def test_runs_are_reproducible(tmp_path):
     assert_same_weights(trainable(first), trainable(second))
 
 
+def test_worker_processes_do_not_change_the_result(tmp_path):
+    """Items carry their own seeds: 2 DataLoader workers give the weights of in-process loading."""
+    _, in_process = train(tmp_path / "a", max_epoch=1)
+    _, workers = train(tmp_path / "b", max_epoch=1, num_workers=2)
+    assert_same_weights(trainable(in_process), trainable(workers))
+
+
 def test_lr_follows_the_schedule(tmp_path):
     train(tmp_path / "run", log_freq=1)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -1,18 +1,11 @@
-"""train.py end to end with the tiny SkinGPT-4 on generated data: the loss falls and only the projection
-changes; a run killed (SIGKILL) or stopped mid-way resumes to the same weights as an uninterrupted one; two
-gloo processes match one process with the same global batch; the frozen-feature cache trains identically;
-bad settings fail before training with a clear message."""
+"""train.py end to end with the tiny SkinGPT-4 on small prepared folders: the loss falls and only the projection
+changes; step 2 starts from the step-1 checkpoint; the frozen-feature cache trains identically; bad settings
+fail before training with a clear message."""
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 import train as train_script
 from skingpt4.common.config import ConfigError, load_config
@@ -61,65 +54,6 @@ def test_loss_falls_and_only_the_projection_changes(data, tmp_path):
     assert len(losses) == 4 and losses[-1] < losses[0] - 0.03, losses
     assert set(projection(result.checkpoint)) == {"llama_proj.weight", "llama_proj.bias"}
     assert (tmp_path / "run" / "loss_curve.png").is_file()
-
-
-def test_stopped_run_resumes_to_the_same_weights(data, tmp_path):
-    straight, _ = train(data, tmp_path / "straight")
-    stopped, _ = train(data, tmp_path / "split", stop_after_iters=4)
-    assert (stopped.status, stopped.step) == ("stopped", 4)
-    resumed, _ = train(data, tmp_path / "split", resume_ckpt_path=str(stopped.checkpoint))
-    assert (resumed.status, resumed.step) == ("finished", 10)
-    assert_same(projection(straight.checkpoint), projection(resumed.checkpoint))
-    lrs = {}
-    for run in ("straight", "split"):
-        lrs[run] = [json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
-    assert lrs["straight"] == lrs["split"]  # same schedule position after the resume, no repeated records
-
-
-def test_killed_process_resumes_to_the_same_weights(data, tmp_path, subprocess_env):
-    args = options(data, tmp_path / "killed", iters_per_epoch=30, save_freq=1)
-    proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", STEP1, "--options", *args], cwd=REPO,
-                            env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last = tmp_path / "killed" / "checkpoint_last.pth"
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if last.exists() and load_checkpoint(last)["step"] >= 3:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)  # no handler runs: only what is already on disk survives
-    finally:
-        proc.wait()
-    killed_at = load_checkpoint(last)["step"]
-    assert 3 <= killed_at < 30
-    resumed, _ = train(data, tmp_path / "killed", iters_per_epoch=30, save_freq=1, resume_ckpt_path=str(last))
-    straight, _ = train(data, tmp_path / "straight", iters_per_epoch=30)
-    assert resumed.step == 30
-    assert_same(projection(straight.checkpoint), projection(resumed.checkpoint))
-
-
-def test_two_gloo_processes_match_one_process(data, tmp_path, subprocess_env):
-    # One caption for all: every sample has the same number of answer tokens, so the mean of per-process
-    # token means (what DDP averages, as the original) equals the mean over the global batch.
-    cfg = OmegaConf.load(STEP1)
-    cfg.datasets = {"pairs": {"builder": "image_text_pairs", "storage": str(data / "same_caption")}}
-    cfg_path = tmp_path / "pairs.yaml"
-    OmegaConf.save(cfg, cfg_path)
-    run = {"max_epoch": 1, "iters_per_epoch": 6, "progress_bar": False, "tensorboard": False, "log_freq": 1}
-    two = [f"run.{k}={v}" for k, v in {**run, "batch_size_train": 2, "output_dir": tmp_path / "two"}.items()]
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "train.py", "--cfg-path", str(cfg_path), "--options", *two], cwd=REPO, env=subprocess_env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    one = [f"run.{k}={v}" for k, v in {**run, "batch_size_train": 4, "output_dir": tmp_path / "one"}.items()]
-    single, _ = train_script.run_training(load_config(cfg_path, one))
-    assert load_checkpoint(tmp_path / "two" / "checkpoint_last.pth")["global_batch_size"] == 4
-    assert_same(projection(single.checkpoint), projection(tmp_path / "two" / "checkpoint_last.pth"), atol=1e-6)
-    losses = {}
-    for run_dir in ("one", "two"):
-        losses[run_dir] = [json.loads(line)["loss"] for line in (tmp_path / run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert losses["one"] == pytest.approx(losses["two"], abs=1e-5)
 
 
 def test_cached_frozen_features_train_the_same_as_pixels(data, tmp_path):

@@ -162,25 +162,42 @@ class ChatEngine:
     def ask_batch(self, convs: Sequence[Conversation], questions: Sequence[str],
                   decoding: Optional[DecodingConfig] = None) -> list[str]:
         """One question to each of several conversations in one left-padded batch (for evaluation).
-        The KV caches are not used here; each conversation's next single `ask` re-runs its history once."""
+
+        Each row reuses its conversation's KV cache: the caches are left-padded into one batch cache and only
+        the last `window` positions run (the longest uncached part of any row; shorter rows re-run a few cached
+        positions). Afterwards each conversation gets its row of the cache back. Beam search runs without it."""
         if len(convs) != len(questions):
             raise ValueError(f"{len(convs)} conversations but {len(questions)} questions")
+        if len({id(c) for c in convs}) != len(convs):
+            raise ValueError("a conversation appears twice in one batch")
         decoding = decoding or DecodingConfig()
-        turns = [self._prepare(c, q, decoding, use_cache=False) for c, q in zip(convs, questions)]
-        longest = max(t.embeds.shape[1] for t in turns)
+        reuse = decoding.num_beams == 1
+        turns = [self._prepare(c, q, decoding, use_cache=reuse) for c, q in zip(convs, questions)]
+        lengths = [len(t.tokens) for t in turns]
+        width = max(lengths)
         hidden = turns[0].embeds.shape[2]
-        embeds = torch.zeros(len(turns), longest, hidden, dtype=turns[0].embeds.dtype, device=self.model.device)
-        mask = torch.zeros(len(turns), longest, dtype=torch.long, device=self.model.device)
-        for row, turn in enumerate(turns):
-            length = turn.embeds.shape[1]
-            embeds[row, longest - length:] = turn.embeds[0]
-            mask[row, longest - length:] = 1
-        out = self._run_generate(embeds, mask, None, decoding, min(t.max_new_tokens for t in turns), None, None)
+        embeds = torch.zeros(len(turns), width, hidden, dtype=turns[0].embeds.dtype, device=self.model.device)
+        mask = torch.zeros(len(turns), width, dtype=torch.long, device=self.model.device)
+        for row, (turn, length) in enumerate(zip(turns, lengths)):
+            embeds[row, width - length:] = turn.embeds[0]
+            mask[row, width - length:] = 1
+        cache = None
+        if reuse:
+            window = max(length - turn.reused for turn, length in zip(turns, lengths))
+            cache = _left_padded_cache([t.conv.cache for t in turns], [n - window for n in lengths], width - window)
+        out = self._run_generate(embeds, mask, cache, decoding, min(t.max_new_tokens for t in turns), None, None)
         replies = []
-        for turn, ids in zip(turns, out.tolist()):
+        for row, (turn, length, ids) in enumerate(zip(turns, lengths, out.tolist())):
             while ids and ids[-1] == self.tokenizer.pad_token_id:  # rows that finished early are padded
                 ids.pop()
-            turn.conv.cache, turn.conv.cached_tokens = None, []
+            if cache is None:
+                turn.conv.cache, turn.conv.cached_tokens = None, []
+            else:  # the row's own positions: its tokens, then what it generated before it finished
+                start = width - length
+                keep = min(length + len(ids), cache.get_seq_length() - start)
+                turn.conv.cache = DynamicCache(ddp_cache_data=[
+                    (layer.keys[row:row + 1, :, start:start + keep].clone(),
+                     layer.values[row:row + 1, :, start:start + keep].clone()) for layer in cache.layers])
             replies.append(self._finish(turn, ids))
         return replies
 
@@ -305,6 +322,26 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def _left_padded_cache(caches: Sequence[DynamicCache], keep: Sequence[int], width: int) -> DynamicCache:
+    """One batch cache of `width` positions: row i holds the first `keep[i]` positions of `caches[i]`, padded
+    on the left with zeros (the attention mask hides them)."""
+    if width == 0:
+        return DynamicCache()
+    longest = max(range(len(caches)), key=lambda i: keep[i])  # this row fills all `width` positions
+
+    def rows(index: int, kind: str) -> torch.Tensor:
+        like = getattr(caches[longest].layers[index], kind)
+        out = []
+        for cache, k in zip(caches, keep):
+            k = max(k, 0)
+            own = getattr(cache.layers[index], kind)[:, :, :k] if k else like[:1, :, :0]
+            out.append(torch.cat([like.new_zeros(1, like.shape[1], width - k, like.shape[3]), own], dim=2))
+        return torch.cat(out)
+
+    return DynamicCache(ddp_cache_data=[(rows(i, "keys"), rows(i, "values"))
+                                        for i in range(len(caches[longest].layers))])
 
 
 @contextlib.contextmanager

@@ -51,7 +51,8 @@ class ImageError(ValueError):
 def load_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
     """Decode `src` (path, bytes, binary file object or PIL image) into an RGB, EXIF-oriented image.
 
-    max_pixels: refuse images with more pixels (None: no limit). name: how to call the image in messages
+    max_pixels: refuse images with more pixels, before decoding them (None: no limit of ours; Pillow's own
+    hard limit, twice its MAX_IMAGE_PIXELS, still applies). name: how to call the image in messages
     (defaults to the path, or "<bytes>").
     """
     if isinstance(src, Image.Image):

@@ -155,6 +155,12 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
                 janitor.delete(request.session_hash, session.photo_path)
             return ChatSession(), None, [], START, ""
 
+        def chat_cleared(session: Optional[ChatSession]):  # the chat's own trash button: same photo, new chat
+            session = session or ChatSession()
+            session.conv = None
+            return session, "Conversation cleared; the photo is kept. Ask a new question."
+
+        chatbot.clear(chat_cleared, inputs=[state], outputs=[state, status], api_visibility="private")
         restart.click(start_over, inputs=[state], outputs=[state, photo, chatbot, status, question],
                       api_visibility="private")
         def session_closed(request: gr.Request):

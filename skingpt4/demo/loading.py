@@ -60,6 +60,6 @@ class ModelLoader:
         if self.engine is not None:
             return f"Model ready (loaded in {self._finished - self._started:.0f} s). Upload a photo to start."
         elapsed = time.monotonic() - self._started
-        last = self._steps.lines[-1] if self._steps.lines else "building the model"
+        last = self._steps.lines[-1][:120] if self._steps.lines else "building the model"
         return (f"**Loading the model… {elapsed:.0f} s** ({len(self._steps.lines)} step(s) done; last: {last}). "
                 "A 13B model takes a few minutes; you can upload a photo meanwhile.")

@@ -66,7 +66,7 @@ def _label(raw: Optional[str], extractor: ClassExtractor, unplaced_as: Optional[
     if raw is None or not str(raw).strip():
         return None, False
     try:
-        label = extractor.canonical(str(raw))
+        label = extractor.canonical(str(raw), unplaced_as)
     except ValueError as err:
         raise CaseError(f"{where}: {err}") from None
     return label, label is None

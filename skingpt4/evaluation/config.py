@@ -8,6 +8,7 @@ from typing import Dict, List, Optional
 from omegaconf import OmegaConf
 
 from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.common import registry
 from skingpt4.common.config import ConfigError, apply_schema
 
 # DESIGN section 8: the four prompts of one clinical session, asked in this order in one conversation.
@@ -72,9 +73,18 @@ class EvaluationConfig:
     questionnaire: QuestionnaireSettings = field(default_factory=QuestionnaireSettings)
 
 
-def evaluation_config(section) -> EvaluationConfig:
-    """Validate `cfg.evaluation` and return it as a plain dataclass (decoding settings checked too)."""
-    merged = apply_schema(section, EvaluationConfig, "evaluation")
+def evaluation_config(section, run_section=None) -> EvaluationConfig:
+    """Validate `cfg.evaluation` and return it as a plain dataclass (decoding settings checked too).
+
+    An eval config written for the chat/demo (`run.template`, `run.decoding`) can be evaluated as is:
+    where `evaluation` does not set `template` / `decoding`, the `run` section's are used (its
+    `decoding.seed` excepted: evaluation seeds come from `evaluation.seed`)."""
+    defaults = {}
+    if run_section is not None and run_section.get("template") is not None:
+        defaults["template"] = run_section.get("template")
+    if run_section is not None and run_section.get("decoding") is not None:
+        defaults["decoding"] = {k: v for k, v in run_section.get("decoding").items() if k != "seed"}
+    merged = apply_schema(section, EvaluationConfig, "evaluation", defaults=defaults)
     try:
         cfg: EvaluationConfig = OmegaConf.to_object(merged)  # runs DecodingConfig's own checks
     except ValueError as err:
@@ -86,6 +96,9 @@ def evaluation_config(section) -> EvaluationConfig:
                        ("response_time.cases", cfg.response_time.cases)):
         if value < 1:
             raise ConfigError(f"evaluation.{key} must be >= 1, got {value}")
+    if cfg.template not in registry.chat_templates:
+        raise ConfigError(registry.unknown_choice_message("evaluation.template", cfg.template,
+                                                          registry.chat_templates.names()))
     if not cfg.prompts:
         raise ConfigError("evaluation.prompts is empty; give the clinical questions (DESIGN section 8)")
     if cfg.ablation.task not in ("metrics", "consistency"):

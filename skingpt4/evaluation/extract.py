@@ -147,12 +147,13 @@ class ClassExtractor:
         raise ValueError(f"'{folder}' is neither one of the classes ({', '.join(self.classes)}) nor a Dermnet "
                          f"folder listed in {self.path}")
 
-    def canonical(self, label: str) -> str:
-        """A label as written in a cases CSV -> class name: exact, case-insensitive, or a Dermnet folder."""
+    def canonical(self, label: str, unplaced_as: Optional[str] = "Others") -> Optional[str]:
+        """A label as written in a cases CSV -> class name: the class name in any letter case, or a Dermnet
+        folder (see `label_for_folder`)."""
         for name in self.classes:
             if label.strip().lower() == name.lower():
                 return name
-        return self.label_for_folder(label.strip())
+        return self.label_for_folder(label.strip(), unplaced_as)
 
 
 class ConceptExtractor:

@@ -28,17 +28,18 @@ def thumbnail_data_uri(image: Image.Image, side: int = THUMBNAIL_SIDE) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def case_html(record: dict, thumbnail_uri: str) -> str:
+def case_html(record: dict, thumbnail_uri: Optional[str]) -> str:
+    case_id = html.escape(record["case_id"], quote=True)
+    image = f"<img src='{thumbnail_uri}' alt='case {case_id}'>" if thumbnail_uri else "<p>(image unavailable)</p>"
     answers = "".join(f"<dt>{html.escape(a['prompt'])}</dt><dd>{html.escape(a['answer'])}</dd>"
                       for a in record["answers"])
-    meta = [f"case <b>{html.escape(record['case_id'])}</b>"]
+    meta = [f"case <b>{case_id}</b>"]
     if record.get("label"):
         meta.append(f"label: {html.escape(record['label'])}")
     if record.get("skin_type"):
         meta.append(f"skin type: {html.escape(str(record['skin_type']))}")
-    return (f"<section class='case' id='{html.escape(record['case_id'], quote=True)}'>"
-            f"<img src='{thumbnail_uri}' alt='case {html.escape(record['case_id'], quote=True)}'>"
-            f"<div><p class='meta'>{' &middot; '.join(meta)}</p><dl class='qa'>{answers}</dl></div></section>")
+    return (f"<section class='case' id='{case_id}'>{image}<div><p class='meta'>{' &middot; '.join(meta)}</p>"
+            f"<dl class='qa'>{answers}</dl></div></section>")
 
 
 def write_report(path: Path, sections: Sequence[str], title: str, model_note: str,

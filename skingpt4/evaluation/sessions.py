@@ -17,7 +17,6 @@ from typing import Callable, Optional, Sequence
 from skingpt4.chat import ChatEngine, Conversation, DecodingConfig
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.evaluation.cases import Case
-from skingpt4.evaluation.report import thumbnail_data_uri
 
 log = logging.getLogger("skingpt4.evaluation")
 
@@ -28,7 +27,6 @@ class Session:
     run: int
     image_sha256: str
     answers: list[dict] = field(default_factory=list)  # prompt, answer, seconds, batch_size, batch, seed, ...
-    thumbnail: Optional[str] = None                     # data URI, when asked for
 
 
 @dataclass
@@ -36,7 +34,6 @@ class _Encoded:
     case: Case
     image_sha256: str
     image_embeds: object
-    thumbnail: Optional[str]
 
 
 def derive_seed(base: int, run: int, batch: int, prompt: int) -> int:
@@ -46,7 +43,7 @@ def derive_seed(base: int, run: int, batch: int, prompt: int) -> int:
 
 
 def run_sessions(engine: ChatEngine, cases: Sequence[Case], prompts: Sequence[str], decoding: DecodingConfig,
-                 *, batch_size: int, seed: int, runs: int = 1, thumbnails: bool = False,
+                 *, batch_size: int, seed: int, runs: int = 1,
                  on_session: Optional[Callable[[Session], None]] = None) -> tuple[list[Session], list[dict]]:
     """-> (sessions, problems). Cases are taken `batch_size` at a time; each image is read and encoded once
     and serves all `runs` (fresh conversations each run). `on_session` is called as soon as a session is
@@ -57,12 +54,12 @@ def run_sessions(engine: ChatEngine, cases: Sequence[Case], prompts: Sequence[st
     for batch, start in enumerate(range(0, len(cases), batch_size)):
         encoded = []
         for case in cases[start:start + batch_size]:
-            item = _encode(engine, case, thumbnails, problems)
+            item = _encode(engine, case, problems)
             if item is not None:
                 encoded.append(item)
         for run in range(runs):
             convs = [Conversation(image_embeds=e.image_embeds) for e in encoded]
-            done = [Session(e.case, run, e.image_sha256, thumbnail=e.thumbnail) for e in encoded]
+            done = [Session(e.case, run, e.image_sha256) for e in encoded]
             for p, prompt in enumerate(prompts):
                 call = replace(decoding, seed=derive_seed(seed, run, batch, p))
                 convs, done = _ask_all(engine, convs, done, prompt, call, batch, problems)
@@ -74,7 +71,7 @@ def run_sessions(engine: ChatEngine, cases: Sequence[Case], prompts: Sequence[st
     return sessions, problems
 
 
-def _encode(engine: ChatEngine, case: Case, thumbnails: bool, problems: list) -> Optional[_Encoded]:
+def _encode(engine: ChatEngine, case: Case, problems: list) -> Optional[_Encoded]:
     try:
         if not case.image.is_file():
             raise ImageError("missing", f"no such file '{case.image}'")
@@ -85,8 +82,7 @@ def _encode(engine: ChatEngine, case: Case, thumbnails: bool, problems: list) ->
         return _problem(problems, case, f"image {err}")
     except Exception as err:  # anything else about this one case: report it, go on with the rest
         return _problem(problems, case, f"could not encode the image: {type(err).__name__}: {err}")
-    return _Encoded(case, hashlib.sha256(data).hexdigest(), embeds,
-                    thumbnail_data_uri(image) if thumbnails else None)
+    return _Encoded(case, hashlib.sha256(data).hexdigest(), embeds)
 
 
 def _ask_all(engine, convs, sessions, prompt, decoding, batch, problems):

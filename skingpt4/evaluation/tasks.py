@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from skingpt4.chat import ChatEngine
 from skingpt4.common.config import ConfigError, require_path
+from skingpt4.common.images import ImageError, load_image
 from skingpt4.evaluation import consistency as cons
 from skingpt4.evaluation import metrics as met
 from skingpt4.evaluation import questionnaire as quest
@@ -22,7 +23,7 @@ from skingpt4.evaluation.config import EvaluationConfig, evaluation_config
 from skingpt4.evaluation.extract import ClassExtractor, ConceptExtractor
 from skingpt4.evaluation.latency import latency_stats, plot_latency
 from skingpt4.evaluation.records import case_record, model_fingerprint, record_filename
-from skingpt4.evaluation.report import case_html, write_report
+from skingpt4.evaluation.report import case_html, thumbnail_data_uri, write_report
 from skingpt4.evaluation.sessions import run_sessions
 from skingpt4.evaluation.tables import format_table, none_if_nan, write_csv, write_json
 
@@ -39,9 +40,10 @@ class EvalContext:
     extractor: ClassExtractor = field(init=False)
     chat: Optional[ChatEngine] = None  # built from cfg.model on first use when not given
     checkpoint: Optional[str] = None   # the projection checkpoint in use, when an ablation swapped it in
+    resume: bool = False               # clinical: keep the records an earlier run left in the output folder
 
     def __post_init__(self):
-        self.ev = evaluation_config(self.cfg.get("evaluation"))
+        self.ev = evaluation_config(self.cfg.get("evaluation"), self.cfg.get("run"))
         self.extractor = ClassExtractor(self.ev.class_file)
         self.out = Path(self.out)
 
@@ -72,32 +74,71 @@ class EvalContext:
 
 
 # ------------------------------------------------------------------------------------------------ clinical
+# What a record must share with the current run for `--resume` to keep it instead of asking again.
+RESUME_KEYS = ("model_config_sha256", "projection_sha256", "checkpoint_sha256", "decoding", "seed", "chat_template")
+
+
 def clinical(ctx: EvalContext, out: Optional[Path] = None) -> dict:
-    """Four prompts per case in one conversation: a JSON record per case, the HTML report for the
-    dermatologists and the blank questionnaire."""
+    """Four prompts per case in one conversation: a JSON record per case (written as soon as the case is
+    done), the HTML report for the dermatologists and the blank questionnaire."""
     out = out or ctx.out
     cases, problems = ctx.cases()
     fingerprint = ctx.fingerprint()
-    sections = []
+    records = _earlier_records(out / "records", ctx, fingerprint)
+    todo = [c for c in cases if c.case_id not in records]
+    if records:
+        log.info("resuming: %d case(s) already done, %d to go", len(cases) - len(todo), len(todo))
 
     def keep(session):
         record = case_record(session.case, session.answers, ctx.ev.decoding, ctx.ev.seed, fingerprint,
                              ctx.ev.template, session.image_sha256)
         write_json(out / "records" / record_filename(session.case.case_id), record)
-        sections.append(case_html(record, session.thumbnail))
+        records[session.case.case_id] = record
 
     started = time.perf_counter()
-    sessions, failed = ctx.sessions(cases, ctx.ev.prompts, thumbnails=True, on_session=keep)
+    sessions, failed = ctx.sessions(todo, ctx.ev.prompts, on_session=keep)
     seconds = time.perf_counter() - started
     problems += failed
-    write_report(out / "report.html", sections, "SkinGPT-4 clinical sessions",
+    done = [records[c.case_id] for c in cases if c.case_id in records]
+    write_report(out / "report.html", [case_html(r, _thumbnail(r["image"])) for r in done],
+                 "SkinGPT-4 clinical sessions",
                  f"projection {fingerprint['projection_sha256'][:12]}, LLM {fingerprint['llm_model']}", problems)
-    quest.write_blank(out / "questionnaire_blank.csv", [s.case.case_id for s in sessions])
-    summary = {"task": "clinical", "cases": len(cases), "completed": len(sessions), "skipped": len(problems),
-               "seconds": seconds, "cases_per_minute": 60 * len(sessions) / seconds if seconds else None,
+    quest.write_blank(out / "questionnaire_blank.csv", [r["case_id"] for r in done])
+    summary = {"task": "clinical", "cases": len(cases), "completed": len(done), "resumed": len(cases) - len(todo),
+               "skipped": len(problems), "seconds": seconds,
+               "cases_per_minute": 60 * len(sessions) / seconds if sessions and seconds else None,
                "batch_size": ctx.ev.batch_size, "decoding": asdict(ctx.ev.decoding), "seed": ctx.ev.seed,
                **fingerprint}
     return _finish(out, summary, problems)
+
+
+def _earlier_records(folder: Path, ctx: EvalContext, fingerprint: dict) -> dict[str, dict]:
+    """Records of an earlier (e.g. killed) run in this output folder: kept with `--resume` when they were
+    made by the same model, checkpoint, decoding, seed, template and prompts; otherwise an error."""
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if files and not ctx.resume:
+        raise ConfigError(f"'{folder}' already holds {len(files)} case record(s); pass --resume to finish that "
+                          f"run, or choose another --out")
+    expected = {**fingerprint, "decoding": asdict(ctx.ev.decoding), "seed": ctx.ev.seed, "chat_template": ctx.ev.template}
+    records = {}
+    for path in files:
+        record = json.loads(path.read_text())
+        differ = [k for k in RESUME_KEYS if record.get(k) != expected[k]]
+        if [a["prompt"] for a in record["answers"]] != list(ctx.ev.prompts):
+            differ.append("prompts")
+        if differ:
+            raise ConfigError(f"cannot resume: '{path}' was made with different {', '.join(differ)}; "
+                              f"choose another --out")
+        records[record["case_id"]] = record
+    return records
+
+
+def _thumbnail(image_path: str) -> Optional[str]:
+    try:
+        return thumbnail_data_uri(load_image(image_path))
+    except (ImageError, OSError) as err:
+        log.warning("no thumbnail for %s: %s", image_path, err)
+        return None
 
 
 # ------------------------------------------------------------------------------------------------ questionnaire

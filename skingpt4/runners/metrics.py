@@ -40,6 +40,7 @@ def _tensorboard_writer(directory: Path):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # torch's writer needs the optional tensorboard package
+        log.info("run.tensorboard: the tensorboard package is not installed; metrics go to metrics.jsonl only")
         return None
     return SummaryWriter(str(directory))
 

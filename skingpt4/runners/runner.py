@@ -26,6 +26,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
 
 from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
@@ -168,8 +169,6 @@ class Runner:
         status, checkpoint = "finished", None
         window = _Window()
         batches = iter(loader)
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.dist.is_main and cfg.progress_bar),
                    desc="train", dynamic_ncols=True)
         try:
@@ -189,6 +188,8 @@ class Runner:
                         checkpoint = self.save(LAST_CHECKPOINT)
                     if self._any_rank(stop.requested):
                         status = "interrupted"
+                        if window.rows:
+                            self._log(window, metrics)  # the steps since the last record
                         break
         except KeyboardInterrupt:
             # Second Ctrl-C, possibly inside optimizer.step(): saving now could store a half-updated state.

@@ -1,0 +1,75 @@
+"""`python -m skingpt4.chat`: one-shot clinical answers (JSON, Markdown), the interactive loop, bad input."""
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from skingpt4.chat.cli import main
+from skingpt4.evaluation.config import CLINICAL_PROMPTS
+
+CFG = str(Path(__file__).resolve().parents[1] / "eval_configs" / "skingpt4_tiny.yaml")
+
+
+@pytest.fixture
+def photo(tmp_path) -> str:
+    path = tmp_path / "lesion.jpg"
+    img = Image.new("RGB", (300, 200), (200, 140, 120))
+    img.paste((110, 50, 40), (120, 80, 190, 140))
+    img.save(path)
+    return str(path)
+
+
+def run(argv, stdin=""):
+    out = io.StringIO()
+    code = main(argv, stdin=io.StringIO(stdin), out=out)
+    return code, out.getvalue()
+
+
+def test_clinical_questions_as_json(tiny_assets, photo):
+    torch.manual_seed(0)  # the tiny config has no projection checkpoint: its projection is drawn at build time
+    code, out = run(["--cfg-path", CFG, "--image", photo, "--clinical", "--format", "json", "--greedy",
+                     "--max-new-tokens", "6"])
+    assert code == 0
+    record = json.loads(out)
+    assert [a["question"] for a in record["answers"]] == list(CLINICAL_PROMPTS)
+    assert all(a["new_tokens"] <= 6 and a["stopped_by"] for a in record["answers"])
+    assert record["decoding"]["do_sample"] is False and record["template"] == "vicuna_v0"
+    assert "not a doctor" in record["disclaimer"]
+    # greedy: the same answers again
+    torch.manual_seed(0)
+    assert json.loads(run(["--cfg-path", CFG, "--image", photo, "--clinical", "--format", "json", "--greedy",
+                           "--max-new-tokens", "6"])[1])["answers"][0]["answer"] == record["answers"][0]["answer"]
+
+
+def test_questions_as_markdown(tiny_assets, photo):
+    code, out = run(["--cfg-path", CFG, "--image", photo, "--ask", "Is it acne?", "--ask", "Why?", "--seed", "1",
+                     "--max-new-tokens", "4"])
+    assert code == 0
+    assert out.startswith(f"# SkinGPT-4 answers for `{photo}`")
+    assert "## 1. Is it acne?" in out and "## 2. Why?" in out and "> SkinGPT-4 is not a doctor." in out
+
+
+def test_interactive_session(tiny_assets, photo, tmp_path):
+    (tmp_path / "notes.txt").write_text("no image")
+    script = f"What is it?\n\n/image {tmp_path / 'notes.txt'}\n/reset\nAnd now?\n/quit\n"
+    code, out = run(["--cfg-path", CFG, "--image", photo, "--greedy", "--max-new-tokens", "5"], stdin=script)
+    assert code == 0
+    assert out.count("SkinGPT-4: ") == 2
+    assert "Please type a question about the image." in out
+    assert "Cannot use that image (not_an_image)" in out and "The previous photo is kept." in out
+    assert "(new conversation about the same photo)" in out
+
+
+def test_bad_image_and_bad_config_are_clear_errors(tiny_assets, photo, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no image")
+    assert run(["--cfg-path", CFG, "--image", str(tmp_path / "notes.txt"), "--clinical"])[0] == 2
+    assert "cannot use the image" in capsys.readouterr().err
+    assert run(["--cfg-path", CFG, "--image", photo, "--clinical", "--options", "run.templat=x"])[0] == 2
+    assert "unknown key 'run.templat' (did you mean 'template'?)" in capsys.readouterr().err
+    assert run(["--cfg-path", CFG, "--image", photo, "--clinical", "--top-p", "1.5"])[0] == 2
+    assert "top_p must be in (0, 1], got 1.5" in capsys.readouterr().err
+    assert run(["--cfg-path", CFG, "--image", photo, "--options", "run.template=llama3"])[0] == 2
+    assert "unknown run.template 'llama3'" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""Kill-and-resume equivalence with the tiny SkinGPT-4: a run stopped mid-way (run.stop_after_iters) or killed
+with SIGKILL after a checkpoint, then resumed, ends with the same weights, LR and log as an uninterrupted run."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import train as train_script
+from skingpt4.common.config import load_config
+from skingpt4.runners.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+STEP1 = str(REPO / "train_configs" / "tiny_step1.yaml")
+
+
+@pytest.fixture
+def data(train_data, tiny_assets) -> Path:
+    return train_data
+
+
+def options(data, out, **run):
+    settings = {"max_epoch": 1, "iters_per_epoch": 10, "log_freq": 1, "progress_bar": False, "tensorboard": False,
+                "output_dir": str(out), **run}
+    return [f"datasets.skincon_concepts.storage={data / 'skincon'}"] + [f"run.{k}={v}" for k, v in settings.items()]
+
+
+def train(data, out, cfg_path=STEP1, extra=(), **run):
+    return train_script.run_training(load_config(cfg_path, options(data, out, **run) + list(extra)))
+
+
+def projection(path):
+    return load_checkpoint(path)["model"]
+
+
+def assert_same(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
+
+
+def test_stopped_run_resumes_to_the_same_weights(data, tmp_path):
+    straight, _ = train(data, tmp_path / "straight")
+    stopped, _ = train(data, tmp_path / "split", stop_after_iters=4)
+    assert (stopped.status, stopped.step) == ("stopped", 4)
+    resumed, _ = train(data, tmp_path / "split", resume_ckpt_path=str(stopped.checkpoint))
+    assert (resumed.status, resumed.step) == ("finished", 10)
+    assert_same(projection(straight.checkpoint), projection(resumed.checkpoint))
+    lrs = {}
+    for run in ("straight", "split"):
+        lrs[run] = [json.loads(line)["lr"] for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert lrs["straight"] == lrs["split"]  # same schedule position after the resume, no repeated records
+
+
+def test_killed_process_resumes_to_the_same_weights(data, tmp_path, subprocess_env):
+    args = options(data, tmp_path / "killed", iters_per_epoch=40, save_freq=1)
+    proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", STEP1, "--options", *args], cwd=REPO,
+                            env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "killed" / "checkpoint_last.pth"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if last.exists() and load_checkpoint(last)["step"] >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)  # no handler runs: only what is already on disk survives
+    finally:
+        proc.wait()
+    killed_at = load_checkpoint(last)["step"]
+    assert 2 <= killed_at < 40
+    resumed, _ = train(data, tmp_path / "killed", iters_per_epoch=40, save_freq=1, resume_ckpt_path=str(last))
+    straight, _ = train(data, tmp_path / "straight", iters_per_epoch=40)
+    assert resumed.step == 40
+    assert_same(projection(straight.checkpoint), projection(resumed.checkpoint))
