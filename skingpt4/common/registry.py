@@ -1,22 +1,30 @@
 """Name -> class/function registries, so that YAML can say which model, dataset, processor, task,
 runner, LR schedule or chat template to build.
 
-Each kind has its own small `Registry` object. Registration happens when the defining module is
-imported; `skingpt4/__init__.py` imports every such module, so `import skingpt4` is all a caller needs.
+Each kind has its own small `Registry` object, which names the package that defines its built-in entries
+(`skingpt4.models` for models, ...). Registration happens when that package is imported, and a registry imports
+it on its first look-up: so `registry.models.get("skin_gpt4")` works after importing only this module, and a
+command that needs no model (data preparation, say) never pays for importing torch and transformers.
 Looking up a name that is not registered is an error listing the valid names: nothing is guessed.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 from typing import Callable, Dict, Iterator, TypeVar
 
 T = TypeVar("T")
 
 
 class Registry:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, builtins_package: str):
         self.kind = kind
+        self.builtins_package = builtins_package
         self._entries: Dict[str, object] = {}
+
+    def _entries_with_builtins(self) -> Dict[str, object]:
+        importlib.import_module(self.builtins_package)  # registers the built-in entries (once; then cached)
+        return self._entries
 
     def register(self, name: str) -> Callable[[T], T]:
         def add(obj: T) -> T:
@@ -28,15 +36,16 @@ class Registry:
         return add
 
     def get(self, name: str):
-        if name not in self._entries:
+        entries = self._entries_with_builtins()
+        if name not in entries:
             raise KeyError(unknown_choice_message(self.kind, name, self.names()))
-        return self._entries[name]
+        return entries[name]
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return sorted(self._entries_with_builtins())
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return name in self._entries_with_builtins()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -52,10 +61,10 @@ def unknown_choice_message(kind: str, name: str, choices: list[str]) -> str:
     return f"unknown {kind} '{name}'{hint} valid choices: {', '.join(choices) or '(none registered)'}"
 
 
-models = Registry("model")
-processors = Registry("processor")
-datasets = Registry("dataset builder")
-tasks = Registry("task")
-runners = Registry("runner")
-lr_schedulers = Registry("LR schedule")
-chat_templates = Registry("chat template")
+models = Registry("model", "skingpt4.models")
+processors = Registry("processor", "skingpt4.processors")
+datasets = Registry("dataset builder", "skingpt4.datasets")
+tasks = Registry("task", "skingpt4.tasks")
+runners = Registry("runner", "skingpt4.runners")
+lr_schedulers = Registry("LR schedule", "skingpt4.runners")
+chat_templates = Registry("chat template", "skingpt4.conversation")
