@@ -17,6 +17,7 @@ from skingpt4.common.config import ConfigError, load_config
 from skingpt4.evaluation.cases import CaseError
 from skingpt4.evaluation.questionnaire import QuestionnaireError
 from skingpt4.evaluation.tasks import TASKS, EvalContext
+from skingpt4.models.checkpoints import CheckpointError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,7 +41,7 @@ def main(argv=None) -> int:
         ctx.out.mkdir(parents=True, exist_ok=True)
         task = TASKS[args.task]
         summary = task(ctx, args.inputs) if args.task == "questionnaire" else task(ctx)
-    except (ConfigError, CaseError, QuestionnaireError) as err:
+    except (ConfigError, CaseError, CheckpointError, QuestionnaireError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{args.task}: wrote {ctx.out} ({summary.get('problems', 0)} case(s) skipped, see problems.json)")

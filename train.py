@@ -49,7 +49,6 @@ def run_training(cfg):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import skingpt4  # noqa: F401  (registers models, datasets, tasks, runners, schedules)
     from skingpt4.common.config import ConfigError, load_config
     from skingpt4.runners.distributed import shutdown
 

@@ -26,11 +26,10 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-import skingpt4  # noqa: E402,F401
 from skingpt4.runners import DistInfo, build_run_config  # noqa: E402
 from skingpt4.runners.data import build_train_loader  # noqa: E402
 from skingpt4.runners.optim import build_optimizer  # noqa: E402
-from skingpt4.runners.runner import _to_device  # noqa: E402
+from skingpt4.runners.runner import to_device  # noqa: E402
 from skingpt4.tasks import ImageTextPretrainTask  # noqa: E402
 
 
@@ -80,7 +79,7 @@ def measure(args, data: Path, transform: str, cache: bool) -> dict:
     for step in range(total):
         timed = step >= args.warmup
         t0 = time.perf_counter()
-        batch = _to_device(next(batches)["batch"], device)
+        batch = to_device(next(batches)["batch"], device)
         t1 = time.perf_counter()
         if "queries" not in batch:
             batch["queries"] = model.encode_queries(batch["image"])
@@ -133,7 +132,8 @@ def main() -> None:
         }
         for name, result in runs.items():
             report(name, result)
-        speedup = runs["eval transform, cached features"]["samples_per_s"] / runs["eval transform, pixels"]["samples_per_s"]
+        cached, pixels = runs["eval transform, cached features"], runs["eval transform, pixels"]
+        speedup = cached["samples_per_s"] / pixels["samples_per_s"]
         print(f"frozen-feature cache speed-up (same eval transform): x{speedup:.2f}")
 
 

@@ -146,6 +146,19 @@ def test_cache_reuse_gives_the_same_tokens_as_rerunning_the_history(engine, mode
     assert cached.last_turn.reply_ids == expected
 
 
+@pytest.mark.parametrize("template", ["llama2_chat", "instruction_response"])
+def test_other_templates_cache_reuse_and_layout(model, template):
+    engine = ChatEngine(model, template=template)
+    cached, rerun = engine.new_conversation(photo()), engine.new_conversation(photo())
+    for q in QUESTIONS[:2]:
+        engine.ask(cached, q, DecodingConfig(**GREEDY))
+        rerun.cache, rerun.cached_tokens = None, []
+        engine.ask(rerun, q, DecodingConfig(**GREEDY))
+        assert cached.last_turn.reply_ids == rerun.last_turn.reply_ids
+    assert cached.last_turn.reused_tokens > 0
+    assert engine.prompt_text(cached, "Q?").startswith(engine.template.user_open + "<Img><ImageHere></Img> ")
+
+
 def test_streaming_ends_with_the_non_streaming_text(engine):
     plain, streamed = engine.new_conversation(photo()), engine.new_conversation(photo())
     decoding = DecodingConfig(do_sample=False, max_new_tokens=20)
@@ -253,7 +266,8 @@ def test_generation_stops_at_the_template_stop_string_however_it_is_tokenized(mo
     llm.script = answer + stop_ids + tok("Human: more", add_special_tokens=False).input_ids
     engine = ChatEngine(ModelView(model, llm=llm, embed_tokens=lambda ids: llm.get_input_embeddings()(ids)))
     conv = engine.new_conversation(photo())
-    assert engine.ask(conv, QUESTIONS[0], DecodingConfig(do_sample=False, max_new_tokens=40)) == "It looks like a plaque"
+    reply = engine.ask(conv, QUESTIONS[0], DecodingConfig(do_sample=False, max_new_tokens=40))
+    assert reply == "It looks like a plaque"
     assert conv.last_turn.stopped_by == "stop_string"
     assert conv.last_turn.reply_ids == answer + stop_ids  # nothing generated after the stop string
     assert list(engine.ask_stream(conv, "More?", DecodingConfig(do_sample=False, max_new_tokens=40)))[-1] == \

@@ -1,6 +1,5 @@
 """The demo in a real browser (Debian chromium driven by playwright, headless): `python demo.py` with the tiny
 model on CPU, on a free loopback port. One scenario, because starting the server takes most of the time."""
-import os
 import socket
 import subprocess
 import sys
@@ -131,6 +130,8 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
             expect(second.locator('#chat [data-testid="bot"]')).to_have_count(0)
 
             # the first conversation goes on, then Restart clears it and deletes the photo at once
+            first.click("#send")  # an empty message
+            expect(first.locator("#status")).to_contain_text("Please type a question about the image.")
             first.click("#clinical-3")
             expect(first.locator('#chat [data-testid="bot"]')).to_have_count(2, timeout=60_000)
             expect(first.locator("#status")).to_contain_text("Done.", timeout=60_000)

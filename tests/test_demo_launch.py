@@ -1,5 +1,6 @@
 """The demo's privacy settings and upload clean-up, without a browser (tests/test_demo_browser.py drives one)."""
 import logging
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -13,13 +14,14 @@ CFG = str(Path(__file__).resolve().parents[1] / "eval_configs" / "skingpt4_tiny.
 
 @pytest.fixture
 def launched(monkeypatch, tiny_assets):
-    """Run `demo.py`'s main with Blocks.launch replaced by a recorder."""
+    """Run `demo.py`'s main with Blocks.launch replaced by a recorder and no model loading."""
     calls = []
 
     def fake_launch(self, **kwargs):
         calls.append((self, kwargs))
 
     monkeypatch.setattr(gr.Blocks, "launch", fake_launch)
+    monkeypatch.setattr(launch.ModelLoader, "start", lambda self: self)  # no model needed here
     return calls
 
 
@@ -73,3 +75,39 @@ def test_janitor_deletes_a_sessions_uploads_and_their_folders(tmp_path):
     janitor.delete("session-2", theirs)
     assert list(cache.iterdir()) == []
     janitor.end_session("session-2")  # nothing left to do, no error
+
+
+def test_loading_progress_and_failure_are_shown():
+    import threading
+
+    from skingpt4.common.config import ConfigError
+    from skingpt4.demo.loading import ModelLoader
+
+    release, engine = threading.Event(), object()
+
+    def slow_build():
+        logging.getLogger("skingpt4.model").info("loaded vision encoder from 'eva_vit_g.pth'")
+        release.wait(10)
+        return engine
+
+    logging.getLogger("skingpt4").setLevel(logging.INFO)
+    loader = ModelLoader(slow_build).start()
+    deadline = time.monotonic() + 5
+    while "1 step(s) done" not in loader.status() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loader.status().startswith("**Loading the model…")
+    assert "1 step(s) done; last: loaded vision encoder from 'eva_vit_g.pth'" in loader.status()
+    assert loader.engine is None and not loader.done
+    release.set()
+    while not loader.done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert loader.engine is engine and loader.status().startswith("Model ready")
+
+    def broken_build():
+        raise ConfigError("config key 'model.llm_model': no such directory '/x'")
+
+    failed = ModelLoader(broken_build).start()
+    while not failed.done and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert failed.status() == ("**Loading the model failed** (ConfigError: config key 'model.llm_model': no such "
+                               "directory '/x'). Fix the config and restart the demo.")

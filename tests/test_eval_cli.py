@@ -34,3 +34,18 @@ def test_cli_questionnaire_and_config_errors(subprocess_env, tmp_path, capsys):
     config.write_text("evaluation:\n  batch_sise: 4\n")
     assert evaluate_main(cmd[2:]) == 2
     assert "unknown key 'evaluation.batch_sise' (did you mean 'batch_size'?)" in capsys.readouterr().err
+
+
+def test_questionnaire_checks_case_ids_against_a_clinical_run(tmp_path, capsys):
+    records = tmp_path / "clinical" / "records"
+    records.mkdir(parents=True)
+    (records / "c1.json").write_text('{"case_id": "c1"}')
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"evaluation:\n  questionnaire:\n    clinical_dir: {tmp_path / 'clinical'}\n")
+    filled = tmp_path / "dr_b.csv"
+    filled.write_text("case_id,statement_id,rating\nc1,privacy,SA\nc7,privacy,SA\n")
+    assert evaluate_main(["--cfg-path", str(config), "--task", "questionnaire", "--out", str(tmp_path / "out"),
+                          "--inputs", str(filled)]) == 0
+    assert [b["reason"] for b in read_csv(tmp_path / "out" / "questionnaire_problems.csv")] == ["unknown case_id 'c7'"]
+    privacy = next(r for r in read_csv(tmp_path / "out" / "fig4a_table.csv") if r["statement_id"] == "privacy")
+    assert (privacy["n"], privacy["strongly_agree"], privacy["agree_total"]) == ("1", "100.0", "100.0")

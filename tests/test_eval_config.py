@@ -86,6 +86,21 @@ def test_prepared_folder(tmp_path, extractor):
         ("ddi_000001", "ddi_000001.jpg", None, "III-IV", ["Vesicle"]), ("derm_1", "derm_1.jpg", "Acne and rosacea", None, None)]
 
 
+def test_label_from_diagnosis_for_fitzpatrick_and_ddi(tmp_path, extractor):
+    """SKINCON preparation keeps Fitzpatrick17k / DDI fine-grained diagnoses; their class gives labels, so the
+    skin-type stratified metrics can run on them."""
+    records = [{"image_id": "f1", "diagnosis": "basal cell carcinoma", "skin_type": "VI", "concepts": ["Papule"]},
+               {"image_id": "d1", "diagnosis": "melanoma-in-situ", "skin_type": "I-II"},
+               {"image_id": "d2", "diagnosis": "neutrophilic dermatoses", "skin_type": "V-VI"}]
+    (tmp_path / "filter_cap.json").write_text(json.dumps({"annotations": records}))
+    cases, dropped = load_cases(tmp_path, extractor, label_from_diagnosis=True)
+    assert [(c.case_id, c.label, c.skin_type) for c in cases] == [
+        ("f1", "Malignant lesions", "VI"), ("d1", "Melanoma skin cancer, nevi, moles", "I-II")]
+    assert dropped == [{"case_id": "d2", "reason": "diagnosis 'neutrophilic dermatoses' names none of the classes"}]
+    cases, dropped = load_cases(tmp_path, extractor)  # off by default: no labels, nothing dropped
+    assert [c.label for c in cases] == [None, None, None] and dropped == []
+
+
 def test_unusable_case_source(tmp_path, extractor):
     with pytest.raises(CaseError, match="is neither a folder of images"):
         load_cases(tmp_path / "nothing.txt", extractor)

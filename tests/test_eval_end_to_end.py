@@ -15,8 +15,21 @@ from skingpt4.common.config import ConfigError
 from skingpt4.evaluation import tasks
 from skingpt4.evaluation.questionnaire import STATEMENTS
 from skingpt4.evaluation.records import sha256_json
+from skingpt4.models.checkpoints import CheckpointError
 
 FAST = {"do_sample": True, "max_new_tokens": 6}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model's matrices are too small to gain from 2 threads, and on a busy 2-core machine the
+    threads' spin-waiting made these tests 10x slower; restored afterwards for the other test files."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +58,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-def test_clinical_twenty_cases_with_bad_ones_reported(engine, dermnet_test, tmp_path):
+def test_clinical_on_23_synthetic_cases_with_bad_ones_reported(engine, dermnet_test, tmp_path):
     cases = tmp_path / "cases"
     shutil.copytree(dermnet_test, cases)
     (cases / "Urticaria Hives" / "zz-corrupt.jpg").write_bytes(b"this is not a jpeg")
@@ -181,6 +194,24 @@ def test_ablation_table_over_two_checkpoints(tiny_assets, dermnet_test, tmp_path
     with pytest.raises(ConfigError, match=r"config key 'evaluation.ablation.checkpoints.baseline': no such file"):
         tasks.ablation(ctx)
 
+    # a projection for a 13B LLM (H = 5120) does not fit the tiny LLM: refused before anything is evaluated
+    wide = tmp_path / "llama13b_proj.pth"
+    torch.save({"model": {"llama_proj.weight": torch.zeros(5120, 64), "llama_proj.bias": torch.zeros(5120)}}, wide)
+    ctx = context(ChatEngine(model), tmp_path / "wide", cases=str(dermnet_test),
+                  ablation={"checkpoints": {"two_step": paths["two_step"], "thirteen_b": str(wide)}})
+    with pytest.raises(CheckpointError, match="checkpoint projects to 5120"):
+        tasks.ablation(ctx)
+    assert not (tmp_path / "wide" / "two_step").exists()
+
+
+def test_unknown_concept_names_are_refused_before_generating(engine, dermnet_test, tmp_path):
+    image = next((dermnet_test / "Urticaria Hives").glob("*.jpg"))
+    (tmp_path / "cases.csv").write_text(f"image,concepts\n{image},Scaly;Erythema\n")
+    ctx = context(engine, tmp_path / "out", cases=str(tmp_path / "cases.csv"))
+    with pytest.raises(ConfigError, match=r"does not know: \['Scaly'\]"):
+        tasks.metrics(ctx)
+    assert not (tmp_path / "out" / "concept_predictions.csv").exists()
+
 
 def test_a_killed_clinical_run_is_resumed(engine, dermnet_test, tmp_path):
     ctx = context(engine, tmp_path, cases=str(dermnet_test), limit=3, batch_size=2,
@@ -200,3 +231,51 @@ def test_a_killed_clinical_run_is_resumed(engine, dermnet_test, tmp_path):
     ctx.ev.seed = 1
     with pytest.raises(ConfigError, match="cannot resume: .* was made with different seed"):
         tasks.clinical(ctx)
+
+
+def test_batched_sessions_equal_one_at_a_time_under_greedy(engine, dermnet_test):
+    """Batching across cases (left padding) must not change what each case is told, only how fast."""
+    from skingpt4.chat import DecodingConfig
+    from skingpt4.evaluation.cases import load_cases
+    from skingpt4.evaluation.config import CLINICAL_PROMPTS
+    from skingpt4.evaluation.extract import ClassExtractor
+    from skingpt4.evaluation.sessions import run_sessions
+
+    cases, _ = load_cases(dermnet_test, ClassExtractor(), limit=5)
+    greedy = DecodingConfig(do_sample=False, max_new_tokens=8)
+    one = run_sessions(engine, cases, CLINICAL_PROMPTS[:2], greedy, batch_size=1, seed=0)[0]
+    batched = run_sessions(engine, cases, CLINICAL_PROMPTS[:2], greedy, batch_size=5, seed=0)[0]
+    assert [[a["answer"] for a in s.answers] for s in one] == [[a["answer"] for a in s.answers] for s in batched]
+    assert {a["batch_size"] for s in batched for a in s.answers} == {5}
+
+
+def test_a_failing_conversation_loses_only_its_case(engine, dermnet_test, monkeypatch):
+    from skingpt4.chat import DecodingConfig
+    from skingpt4.evaluation.cases import CaseError, load_cases
+    from skingpt4.evaluation.extract import ClassExtractor
+    from skingpt4.evaluation.sessions import run_sessions
+
+    cases, _ = load_cases(dermnet_test, ClassExtractor(), limit=3)
+    real_ask, calls = engine.ask, []
+
+    def batch_fails(convs, questions, decoding):
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    def ask(conv, question, decoding):  # the second case's first question fails
+        calls.append(question)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        return real_ask(conv, question, decoding)
+
+    monkeypatch.setattr(engine, "ask_batch", batch_fails)
+    monkeypatch.setattr(engine, "ask", ask)
+    greedy = DecodingConfig(do_sample=False, max_new_tokens=4)
+    sessions, problems = run_sessions(engine, cases, ["First?", "Second?"], greedy, batch_size=3, seed=0)
+    assert [s.case.case_id for s in sessions] == [cases[0].case_id, cases[2].case_id]
+    assert all(len(s.answers) == 2 and s.answers[0]["batch_size"] == 1 for s in sessions)
+    assert problems == [{"case_id": cases[1].case_id, "image": str(cases[1].image),
+                         "reason": "failed on prompt 'First?': RuntimeError: boom"}]
+
+    monkeypatch.setattr(engine, "ask", lambda *a: (_ for _ in ()).throw(RuntimeError("broken")))
+    with pytest.raises(CaseError, match=r"all 3 case\(s\) failed; the first: .*RuntimeError: broken"):
+        run_sessions(engine, cases, ["First?"], greedy, batch_size=3, seed=0)

@@ -50,5 +50,6 @@ def test_two_gloo_processes_match_one_process(data, tmp_path, subprocess_env):
     assert_same(projection(single.checkpoint), projection(tmp_path / "two" / "checkpoint_last.pth"), atol=1e-6)
     losses = {}
     for run_dir in ("one", "two"):
-        losses[run_dir] = [json.loads(line)["loss"] for line in (tmp_path / run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert losses["one"] == pytest.approx(losses["two"], abs=1e-5)
+        lines = (tmp_path / run_dir / "metrics.jsonl").read_text().splitlines()
+        losses[run_dir] = [json.loads(line)["loss"] for line in lines]
+    assert len(losses["one"]) == 6 and losses["one"] == pytest.approx(losses["two"], abs=1e-5)

@@ -25,7 +25,7 @@ def data(train_data, tiny_assets) -> Path:
 
 def options(data, out, **run):
     settings = {"max_epoch": 1, "iters_per_epoch": 10, "log_freq": 1, "progress_bar": False, "tensorboard": False,
-                "output_dir": str(out), **run}
+                "batch_size_train": 2, "output_dir": str(out), **run}
     return [f"datasets.skincon_concepts.storage={data / 'skincon'}"] + [f"run.{k}={v}" for k, v in settings.items()]
 
 
@@ -57,7 +57,7 @@ def test_stopped_run_resumes_to_the_same_weights(data, tmp_path):
 
 
 def test_killed_process_resumes_to_the_same_weights(data, tmp_path, subprocess_env):
-    args = options(data, tmp_path / "killed", iters_per_epoch=40, save_freq=1)
+    args = options(data, tmp_path / "killed", iters_per_epoch=16, save_freq=1)
     proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", STEP1, "--options", *args], cwd=REPO,
                             env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = tmp_path / "killed" / "checkpoint_last.pth"
@@ -72,8 +72,8 @@ def test_killed_process_resumes_to_the_same_weights(data, tmp_path, subprocess_e
     finally:
         proc.wait()
     killed_at = load_checkpoint(last)["step"]
-    assert 2 <= killed_at < 40
-    resumed, _ = train(data, tmp_path / "killed", iters_per_epoch=40, save_freq=1, resume_ckpt_path=str(last))
-    straight, _ = train(data, tmp_path / "straight", iters_per_epoch=40)
-    assert resumed.step == 40
+    assert 2 <= killed_at < 16
+    resumed, _ = train(data, tmp_path / "killed", iters_per_epoch=16, save_freq=1, resume_ckpt_path=str(last))
+    straight, _ = train(data, tmp_path / "straight", iters_per_epoch=16)
+    assert resumed.step == 16
     assert_same(projection(straight.checkpoint), projection(resumed.checkpoint))

@@ -156,6 +156,15 @@ def test_ctrl_c_saves_then_resume_matches(tmp_path):
     assert_same_weights(trainable(straight), trainable(model))
 
 
+def test_resuming_from_a_weights_only_checkpoint_says_what_to_do(tmp_path):
+    from skingpt4.runners.checkpoint import save_checkpoint
+
+    weights = save_checkpoint({"model": trainable(FrozenEncoderProjector())}, tmp_path / "minigpt4.pth")
+    with pytest.raises(ConfigError, match="lacks .'optimizer', 'lr_scheduler', 'step'.: it holds weights only, not a "
+                                          "run to resume; to start from its projection set model.ckpt"):
+        train(tmp_path / "run", resume_ckpt_path=str(weights))
+
+
 def test_signal_handlers_are_restored(tmp_path):
     before = signal.getsignal(signal.SIGINT)
     train(tmp_path / "run", max_epoch=1, iters_per_epoch=2)

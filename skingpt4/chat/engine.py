@@ -8,12 +8,14 @@ transformers' `generate` (greedy, sampling or beam search).
 KV-cache reuse: the conversation keeps the LLM's key/value cache together with the token list it holds
 (image positions marked `IMAGE_SLOT`). A new question's token list shares a long prefix with it -- everything
 up to the previous reply, usually into it -- so the cache is cropped to that common prefix and only the rest
-is run. Turn N therefore costs about what turn 1 costs; the tokens are the same as re-running the history
-(tests/test_chat_engine.py checks both).
+is run. Turn N's prefill therefore costs about what turn 1's costs; the tokens are the same as re-running the
+history (tests/test_chat_engine.py checks both). `ask_batch` does the same for several conversations at once,
+their caches left-padded into one batch cache.
 
 Context length: prompt + `max_new_tokens` must fit `min(max_length, LLM context)`. When it does not, the
-oldest turns are left out (never the image, which always goes with the first kept question) and the turn
-report says so; a question that does not fit even alone is a `ChatInputError`.
+oldest turns are left out until a quarter of that budget is free (never the image, which always goes with the
+first kept question) and the turn report says so; a question that does not fit even alone is a
+`ChatInputError`.
 """
 from __future__ import annotations
 
@@ -90,7 +92,6 @@ class ChatEngine:
         self.tokenizer = model.tokenizer
         self.max_question_chars = max_question_chars
         self.context_limit = model.llm.config.max_position_embeddings
-        self.num_query_tokens = model.query_tokens.shape[1]
         self.image_processor = registry.processors.get("blip2_image_eval")(image_size=model.cfg.vision.image_size)
         # StopStringCriteria matches a stop string however the tokenizer splits it (Llama: "###" is [835]
         # or [2277, 29937]); it preprocesses the vocabulary once, so it is built once.
@@ -207,10 +208,15 @@ class ChatEngine:
         question = self._check_question(question)
         limit = min(decoding.max_length, self.context_limit)
         first_kept = conv.first_kept
-        tokens = self._prompt_tokens(conv.history[first_kept:], question)
-        while len(tokens) + decoding.max_new_tokens > limit and first_kept < len(conv.history):
-            first_kept += 1  # leave out the oldest turn; the image moves to the first kept question
-            tokens = self._prompt_tokens(conv.history[first_kept:], question)
+        tokens = self._prompt_tokens(conv.history[first_kept:], question, conv.image_embeds.shape[1])
+        if len(tokens) + decoding.max_new_tokens > limit:
+            # Leave out the oldest turns (the image moves to the first kept question) until a quarter of the
+            # budget is free again: dropping just enough would change the prompt after the image, and so
+            # invalidate the KV cache, on every later turn.
+            target = limit - limit // 4
+            while len(tokens) + decoding.max_new_tokens > target and first_kept < len(conv.history):
+                first_kept += 1
+                tokens = self._prompt_tokens(conv.history[first_kept:], question, conv.image_embeds.shape[1])
         if len(tokens) >= limit:
             raise ChatInputError(
                 f"The message is too long: with the image it takes {len(tokens)} tokens and the model can read "
@@ -241,10 +247,10 @@ class ChatEngine:
             raise ChatInputError(f"The message may not contain '{IMAGE_PLACEHOLDER}'.")
         return question
 
-    def _prompt_tokens(self, history: Sequence[tuple[str, str]], question: str) -> list[int]:
+    def _prompt_tokens(self, history: Sequence[tuple[str, str]], question: str, n_image: int) -> list[int]:
         before, after = self.template.split_at_image(self.template.render(history, question))
         return ([self.tokenizer.bos_token_id] + self._tokenize(before)
-                + [IMAGE_SLOT] * self.num_query_tokens + self._tokenize(after))
+                + [IMAGE_SLOT] * n_image + self._tokenize(after))
 
     def _tokenize(self, text: str) -> list[int]:
         """A text segment without added special tokens; `<s>` / `</s>` in a template mean BOS / EOS."""
@@ -261,7 +267,7 @@ class ChatEngine:
 
     def _embed(self, tokens: list[int], image_embeds: torch.Tensor) -> torch.Tensor:
         start = tokens.index(IMAGE_SLOT)
-        end = start + self.num_query_tokens
+        end = start + image_embeds.shape[1]
         device = self.model.device
         before = self.model.embed_tokens(torch.tensor([tokens[:start]], device=device))
         after = self.model.embed_tokens(torch.tensor([tokens[end:]], dtype=torch.long, device=device))

@@ -7,6 +7,7 @@ photo is logged, and the browser keeps no run history. The engine runs one quest
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -102,10 +103,6 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
             session.photo_path = path
             return session, [], "Photo received. Ask a question, or click one of the clinical questions.", gr.update()
 
-        # preprocess=False: the handler checks the file itself, so a non-image gets a friendly message
-        photo.input(new_photo, inputs=[photo, state], outputs=[state, chatbot, status, photo], preprocess=False,
-                    api_visibility="private")
-
         def ask(text: str, greedy_on: bool, temp: float, n_beams: float, session: Optional[ChatSession],
                 history: list):
             session = session or ChatSession()
@@ -124,12 +121,12 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
                 if session.conv is None:
                     session.conv = engine.new_conversation(session.image)
                 history += [{"role": "user", "content": text.strip()}, {"role": "assistant", "content": "…"}]
-                for reply in engine.ask_stream(session.conv, text, settings):
-                    history[-1] = {"role": "assistant", "content": reply}
-                    yield session, history, "SkinGPT-4 is answering…", ""
-            except ChatInputError as err:
-                yield session, history[:-2] if history and history[-1]["content"] == "…" else history, \
-                    f"⚠️ {err}", text
+                with contextlib.closing(engine.ask_stream(session.conv, text, settings)) as stream:
+                    for reply in stream:  # closed (generation stopped) if Gradio cancels this event
+                        history[-1] = {"role": "assistant", "content": reply}
+                        yield session, history, "SkinGPT-4 is answering…", ""
+            except ChatInputError as err:  # refused before anything was generated: take the question back out
+                yield session, history[:-2], f"⚠️ {err}", text
                 return
             except Exception as err:  # keep serving; log the kind of failure, never the chat
                 log.exception("answering failed")
@@ -145,10 +142,14 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
         ask_inputs = [greedy, temperature, beams, state, chatbot]
         ask_outputs = [state, chatbot, status, question]
         common = dict(concurrency_id="model", concurrency_limit=1, api_visibility="private")
-        send.click(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common)
-        question.submit(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common)
-        for button, prompt in zip(clinical, CLINICAL_PROMPTS):
-            button.click(functools.partial(ask, prompt), inputs=ask_inputs, outputs=ask_outputs, **common)
+        answering = [send.click(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common),
+                     question.submit(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common)]
+        answering += [button.click(functools.partial(ask, prompt), inputs=ask_inputs, outputs=ask_outputs, **common)
+                      for button, prompt in zip(clinical, CLINICAL_PROMPTS)]
+        # a new photo, Restart or clearing the chat stop an answer being written (it would bring the old chat back)
+        # preprocess=False: the handler checks the file itself, so a non-image gets a friendly message
+        photo.input(new_photo, inputs=[photo, state], outputs=[state, chatbot, status, photo], preprocess=False,
+                    cancels=answering, api_visibility="private")
 
         def start_over(session: Optional[ChatSession], request: gr.Request):
             if session is not None:
@@ -160,9 +161,11 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
             session.conv = None
             return session, "Conversation cleared; the photo is kept. Ask a new question."
 
-        chatbot.clear(chat_cleared, inputs=[state], outputs=[state, status], api_visibility="private")
-        restart.click(start_over, inputs=[state], outputs=[state, photo, chatbot, status, question],
+        chatbot.clear(chat_cleared, inputs=[state], outputs=[state, status], cancels=answering,
                       api_visibility="private")
+        restart.click(start_over, inputs=[state], outputs=[state, photo, chatbot, status, question],
+                      cancels=answering, api_visibility="private")
+
         def session_closed(request: gr.Request):
             janitor.end_session(request.session_hash)
 

@@ -23,7 +23,9 @@ log = logging.getLogger("skingpt4.demo")
 
 # System fonts only: the default theme fetches Google Fonts, i.e. every page view would reach the internet.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-CSS = "#disclaimer {position: sticky; top: 0; z-index: 10; background: #fff4e5; padding: 0.4em 0.8em; border-radius: 6px;}"
+# the disclaimer stays on screen while the page scrolls
+CSS = ("#disclaimer {position: sticky; top: 0; z-index: 10; background: #fff4e5; padding: 0.4em 0.8em; "
+       "border-radius: 6px;}")
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

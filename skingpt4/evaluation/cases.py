@@ -9,6 +9,9 @@
     `concepts` (SKINCON column names separated by ';').
   - a prepared folder with `filter_cap.json` (`dataset/prepare_*.py` output): records' `image_id` (image in
     `image/<image_id>.jpg`), and `label`, `skin_type`, `concepts` when present.
+With `label_from_diagnosis`, a case without `label` but with a fine-grained `diagnosis` (Fitzpatrick17k's
+`label`, DDI's `disease`, as the SKINCON preparation keeps them) gets the class the class extractor reads in
+that diagnosis ("basal-cell-carcinoma" -> Malignant lesions); a diagnosis naming no class drops the case.
 Nothing is opened here: a missing or unreadable image is found when the case runs, reported, and skipped.
 """
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from skingpt4.evaluation.extract import ClassExtractor
+from skingpt4.evaluation.extract import UNKNOWN, ClassExtractor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -38,16 +41,16 @@ class CaseError(ValueError):
 
 
 def load_cases(source: str | Path, extractor: ClassExtractor, unplaced_as: Optional[str] = "Others",
-               limit: Optional[int] = None) -> tuple[list[Case], list[dict]]:
+               limit: Optional[int] = None, label_from_diagnosis: bool = False) -> tuple[list[Case], list[dict]]:
     """-> (cases, dropped): dropped cases (e.g. an unplaced Dermnet folder with `unplaced_as=None`) are
     listed with the reason. Case ids must be unique."""
     path = Path(source)
     if path.is_dir() and (path / "filter_cap.json").is_file():
-        cases, dropped = _from_prepared(path, extractor, unplaced_as)
+        cases, dropped = _from_prepared(path, extractor, unplaced_as, label_from_diagnosis)
     elif path.is_dir():
         cases, dropped = _from_folder(path, extractor, unplaced_as)
     elif path.is_file() and path.suffix.lower() == ".csv":
-        cases, dropped = _from_csv(path, extractor, unplaced_as)
+        cases, dropped = _from_csv(path, extractor, unplaced_as, label_from_diagnosis)
     else:
         raise CaseError(f"evaluation.cases: '{source}' is neither a folder of images, a folder with "
                         f"filter_cap.json, nor a .csv file")
@@ -61,15 +64,19 @@ def load_cases(source: str | Path, extractor: ClassExtractor, unplaced_as: Optio
     return cases[:limit] if limit else cases, dropped
 
 
-def _label(raw: Optional[str], extractor: ClassExtractor, unplaced_as: Optional[str], where: str):
-    """-> (label or None, dropped?)."""
+def _label(raw: Optional[str], extractor: ClassExtractor, unplaced_as: Optional[str], where: str,
+           diagnosis: Optional[str] = None):
+    """-> (label or None, why the case is dropped or None)."""
+    if (raw is None or not str(raw).strip()) and diagnosis is not None and str(diagnosis).strip():
+        label = extractor.extract(str(diagnosis)).label
+        return (None, f"diagnosis '{diagnosis}' names none of the classes") if label == UNKNOWN else (label, None)
     if raw is None or not str(raw).strip():
-        return None, False
+        return None, None
     try:
         label = extractor.canonical(str(raw), unplaced_as)
     except ValueError as err:
         raise CaseError(f"{where}: {err}") from None
-    return label, label is None
+    return label, None if label is not None else f"label '{raw}' is not placed in a class"
 
 
 def _from_folder(root: Path, extractor: ClassExtractor, unplaced_as):
@@ -80,7 +87,7 @@ def _from_folder(root: Path, extractor: ClassExtractor, unplaced_as):
         folder = rel.parts[0] if len(rel.parts) > 1 else None
         known = folder is not None and (folder in extractor.dermnet_folders or folder in extractor.classes
                                         or folder in extractor.unplaced_dermnet_folders)
-        label, drop = _label(folder, extractor, unplaced_as, str(image)) if known else (None, False)
+        label, drop = _label(folder, extractor, unplaced_as, str(image)) if known else (None, None)
         if drop:
             dropped.append({"case_id": case_id, "reason": f"Dermnet folder '{folder}' is not placed in a class"})
             continue
@@ -88,7 +95,7 @@ def _from_folder(root: Path, extractor: ClassExtractor, unplaced_as):
     return cases, dropped
 
 
-def _from_csv(path: Path, extractor: ClassExtractor, unplaced_as):
+def _from_csv(path: Path, extractor: ClassExtractor, unplaced_as, label_from_diagnosis: bool):
     cases, dropped = [], []
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
@@ -101,16 +108,17 @@ def _from_csv(path: Path, extractor: ClassExtractor, unplaced_as):
             image = Path(row["image"].strip())
             image = image if image.is_absolute() else path.parent / image
             case_id = (row.get("case_id") or "").strip() or Path(row["image"].strip()).with_suffix("").as_posix()
-            label, drop = _label(row.get("label"), extractor, unplaced_as, where)
+            label, drop = _label(row.get("label"), extractor, unplaced_as, where,
+                                 row.get("diagnosis") if label_from_diagnosis else None)
             if drop:
-                dropped.append({"case_id": case_id, "reason": f"label '{row['label']}' is not placed in a class"})
+                dropped.append({"case_id": case_id, "reason": drop})
                 continue
             concepts = _concepts(row.get("concepts"), where)
             cases.append(Case(case_id, image, label, (row.get("skin_type") or "").strip() or None, concepts))
     return cases, dropped
 
 
-def _from_prepared(root: Path, extractor: ClassExtractor, unplaced_as):
+def _from_prepared(root: Path, extractor: ClassExtractor, unplaced_as, label_from_diagnosis: bool):
     try:
         records = json.loads((root / "filter_cap.json").read_text())["annotations"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
@@ -121,9 +129,10 @@ def _from_prepared(root: Path, extractor: ClassExtractor, unplaced_as):
         image_id = str(record.get("image_id", "")).strip()
         if not image_id:
             raise CaseError(f"{where}: no image_id")
-        label, drop = _label(record.get("label"), extractor, unplaced_as, where)
+        label, drop = _label(record.get("label"), extractor, unplaced_as, where,
+                             record.get("diagnosis") if label_from_diagnosis else None)
         if drop:
-            dropped.append({"case_id": image_id, "reason": f"label '{record['label']}' is not placed in a class"})
+            dropped.append({"case_id": image_id, "reason": drop})
             continue
         concepts = record.get("concepts")
         if concepts is not None and not isinstance(concepts, list):

@@ -59,6 +59,7 @@ class EvaluationConfig:
     cases: Optional[str] = None              # folder of images, cases CSV, or prepared folder with filter_cap.json
     limit: Optional[int] = None              # evaluate only the first N cases
     unplaced_dermnet_as: Optional[str] = "Others"  # class of Dermnet folders the paper does not place; null: drop
+    label_from_diagnosis: bool = False       # unlabelled cases with a `diagnosis` get the class named in it
     class_file: Optional[str] = None         # default: skingpt4/evaluation/classes.json
     concept_file: Optional[str] = None       # default: skingpt4/evaluation/concepts.json
     template: str = "vicuna_v0"              # chat template (registry.chat_templates)

@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 from skingpt4.chat import ChatEngine, Conversation, DecodingConfig
 from skingpt4.common.images import ImageError, load_image
-from skingpt4.evaluation.cases import Case
+from skingpt4.evaluation.cases import Case, CaseError
 
 log = logging.getLogger("skingpt4.evaluation")
 
@@ -68,6 +68,8 @@ def run_sessions(engine: ChatEngine, cases: Sequence[Case], prompts: Sequence[st
                 if on_session is not None:
                     on_session(session)
         log.info("evaluated %d/%d cases", min(start + batch_size, len(cases)), len(cases))
+    if cases and not sessions:  # nothing to evaluate: a systematic problem, not a few bad cases
+        raise CaseError(f"all {len(cases)} case(s) failed; the first: {problems[0]['case_id']}: {problems[0]['reason']}")
     return sessions, problems
 
 

@@ -18,7 +18,7 @@ from skingpt4.common.images import ImageError, load_image
 from skingpt4.evaluation import consistency as cons
 from skingpt4.evaluation import metrics as met
 from skingpt4.evaluation import questionnaire as quest
-from skingpt4.evaluation.cases import load_cases
+from skingpt4.evaluation.cases import CaseError, load_cases
 from skingpt4.evaluation.config import EvaluationConfig, evaluation_config
 from skingpt4.evaluation.extract import ClassExtractor, ConceptExtractor
 from skingpt4.evaluation.latency import latency_stats, plot_latency
@@ -54,8 +54,10 @@ class EvalContext:
 
             if self.cfg.get("model") is None:
                 raise ConfigError("the config has no 'model' section; this task needs a model")
-            torch.manual_seed(self.ev.seed)  # a projection without checkpoint is random: make it the same each run
-            self.chat = ChatEngine(SkinGPT4.from_config(self.cfg.model), template=self.ev.template)
+            with torch.random.fork_rng():  # a projection without checkpoint is random: the same one every run
+                torch.manual_seed(self.ev.seed)
+                model = SkinGPT4.from_config(self.cfg.model)
+            self.chat = ChatEngine(model, template=self.ev.template)
         return self.chat
 
     def fingerprint(self) -> dict:
@@ -65,12 +67,14 @@ class EvalContext:
     def cases(self, limit: Optional[int] = None):
         source = require_path(self.ev.cases, "evaluation.cases",
                               "a folder of images, a cases CSV or a prepared folder with filter_cap.json")
-        cases, dropped = load_cases(source, self.extractor, self.ev.unplaced_dermnet_as, limit or self.ev.limit)
+        cases, dropped = load_cases(source, self.extractor, self.ev.unplaced_dermnet_as, limit or self.ev.limit,
+                                    self.ev.label_from_diagnosis)
         return cases, [{**d, "image": None} for d in dropped]
 
-    def sessions(self, cases, prompts: Sequence[str], decoding=None, runs: int = 1, batch_size=None, **kwargs):
+    def sessions(self, cases, prompts: Sequence[str], decoding=None, runs: int = 1, batch_size=None,
+                 on_session=None):
         return run_sessions(self.engine, cases, prompts, decoding or self.ev.decoding, runs=runs,
-                            batch_size=batch_size or self.ev.batch_size, seed=self.ev.seed, **kwargs)
+                            batch_size=batch_size or self.ev.batch_size, seed=self.ev.seed, on_session=on_session)
 
 
 # ------------------------------------------------------------------------------------------------ clinical
@@ -210,6 +214,11 @@ def metrics(ctx: EvalContext, out: Optional[Path] = None) -> dict:
     if not labelled and not with_concepts:
         raise ConfigError(f"evaluation.cases '{ctx.ev.cases}' has no class labels and no SKINCON concepts: "
                           "the metrics task needs one of them (see docs/evaluation.md, 'Cases')")
+    concept_extractor = ConceptExtractor(ctx.ev.concept_file, ctx.ev.class_file) if with_concepts else None
+    if with_concepts:  # checked before any answer is generated
+        unknown = sorted({c for case in with_concepts for c in case.concepts} - set(concept_extractor.concepts))
+        if unknown:
+            raise ConfigError(f"cases name SKINCON concepts that {concept_extractor.path} does not know: {unknown}")
     summary = {"task": "metrics", **ctx.fingerprint()}
     started = time.perf_counter()
     if labelled:
@@ -219,7 +228,7 @@ def metrics(ctx: EvalContext, out: Optional[Path] = None) -> dict:
     if with_concepts:
         sessions, failed = ctx.sessions(with_concepts, [ctx.ev.metrics.concept_question])
         problems += [p for p in failed if p not in problems]
-        summary["concepts"] = _concepts(ctx, sessions, out)
+        summary["concepts"] = _concepts(concept_extractor, sessions, out)
     summary["seconds"] = time.perf_counter() - started
     return _finish(out, summary, problems)
 
@@ -250,11 +259,7 @@ def _diagnosis(ctx: EvalContext, sessions, out: Path) -> dict:
     return {**headline, "by_skin_type": _clean(by_skin)}
 
 
-def _concepts(ctx: EvalContext, sessions, out: Path) -> dict:
-    concept_extractor = ConceptExtractor(ctx.ev.concept_file, ctx.ev.class_file)
-    unknown = sorted({c for s in sessions for c in s.case.concepts} - set(concept_extractor.concepts))
-    if unknown:
-        raise ConfigError(f"cases name SKINCON concepts that {concept_extractor.path} does not know: {unknown}")
+def _concepts(concept_extractor: ConceptExtractor, sessions, out: Path) -> dict:
     said = [concept_extractor.extract(s.answers[0]["answer"]) for s in sessions]
     write_csv(out / "concept_predictions.csv",
               [{"case_id": s.case.case_id, "true": "|".join(s.case.concepts), "mentioned": "|".join(m),
@@ -278,7 +283,8 @@ def response_time(ctx: EvalContext) -> dict:
              "prompt": a["prompt"]} for s in sessions for i, a in enumerate(s.answers)]
     write_csv(ctx.out / "latency.csv", rows, ["case_id", "prompt_index", "seconds", "new_tokens", "prompt"])
     if not rows:
-        raise RuntimeError("no case could be timed; see problems.json")
+        write_json(ctx.out / "problems.json", problems)
+        raise CaseError(f"no case could be timed; see {ctx.out / 'problems.json'}")
     groups = {"all answers": [r["seconds"] for r in rows]}
     for i in range(len(ctx.ev.prompts)):
         groups[f"prompt {i + 1}"] = [r["seconds"] for r in rows if r["prompt_index"] == i + 1]
@@ -308,6 +314,8 @@ def ablation(ctx: EvalContext) -> dict:
              for name, path in checkpoints.items()}  # all checked before hours of compute start
     task: Callable = {"metrics": metrics, "consistency": consistency}[ctx.ev.ablation.task]
     model, rows = ctx.engine.model, []
+    for path in paths.values():  # a checkpoint for another LLM size fails here, before any evaluation
+        model.load_projection(str(path))
     for name, path in paths.items():
         log.info("ablation: %s (%s)", name, path)
         report = model.load_projection(str(path))

@@ -114,7 +114,8 @@ def load_checkpoint(path: str | os.PathLike, key: str = "run.resume_ckpt_path") 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"could not read checkpoint '{path}' ({type(err).__name__}: {err}); is it a complete .pth file?") from err
+        raise ValueError(f"could not read checkpoint '{path}' ({type(err).__name__}: {err}); "
+                         "is it a complete .pth file?") from err
     if not isinstance(payload, dict) or "model" not in payload:
         raise ValueError(f"checkpoint '{path}' is not a {{'model': ...}} training checkpoint")
     return payload

@@ -85,7 +85,8 @@ def build_run_config(section) -> DictConfig:
             raise ConfigError(f"run.{key}: {registry.unknown_choice_message(reg.kind, cfg[key], reg.names())}")
     output = Path(cfg.output_dir).expanduser().resolve()
     if output == PACKAGE_DIR or PACKAGE_DIR in output.parents:
-        raise ConfigError(f"run.output_dir '{cfg.output_dir}' is inside the skingpt4 package; choose a directory outside it")
+        raise ConfigError(f"run.output_dir '{cfg.output_dir}' is inside the skingpt4 package; "
+                          "choose a directory outside it")
     return cfg
 
 

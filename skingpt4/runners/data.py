@@ -19,6 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from skingpt4.common.config import ConfigError
+
 ItemKey = tuple[int, int, int]  # (source number, index in that dataset, item seed)
 
 
@@ -39,17 +41,17 @@ def as_sources(built: Sequence[tuple[str, Dataset, float]]) -> list[Source]:
     sources = []
     for name, dataset, ratio in built:
         if isinstance(dataset, IterableDataset):
-            raise ValueError(
+            raise ConfigError(
                 f"dataset '{name}' is a stream (IterableDataset): training needs indexable datasets to plan a "
                 f"reproducible, resumable order; use its map-style builder for training"
             )
         if len(dataset) == 0:
-            raise ValueError(f"dataset '{name}' is empty: check its paths in the datasets section of the config")
+            raise ConfigError(f"dataset '{name}' is empty: check its paths in the datasets section of the config")
         if not ratio > 0:
-            raise ValueError(f"dataset '{name}': sample_ratio must be > 0, got {ratio}")
+            raise ConfigError(f"dataset '{name}': sample_ratio must be > 0, got {ratio}")
         sources.append(Source(name, dataset, float(ratio)))
     if not sources:
-        raise ValueError("no training dataset: the config's datasets section is empty")
+        raise ConfigError("no training dataset: the config's datasets section is empty")
     return sources
 
 

@@ -56,7 +56,8 @@ def linear_warmup_step_lr(spec: ScheduleSpec, step: int) -> float:
     return max(spec.min_lr, spec.init_lr * spec.lr_decay_rate**epoch)
 
 
-def build_lr_scheduler(name: str, optimizer: torch.optim.Optimizer, spec: ScheduleSpec) -> torch.optim.lr_scheduler.LambdaLR:
+def build_lr_scheduler(name: str, optimizer: torch.optim.Optimizer,
+                       spec: ScheduleSpec) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR whose `base_lr` is `spec.init_lr` for every param group, so group lr = schedule(step)."""
     schedule = registry.lr_schedulers.get(name)
     for group in optimizer.param_groups:

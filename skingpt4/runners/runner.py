@@ -116,8 +116,8 @@ class Runner:
         payload = ckpt.load_checkpoint(path)
         missing = [k for k in ("optimizer", "lr_scheduler", "step") if k not in payload]
         if missing:
-            raise ValueError(f"'{path}' lacks {missing}: it is a weights-only checkpoint, not a run to resume; "
-                             "to start from its projection set model.ckpt instead of run.resume_ckpt_path")
+            raise ConfigError(f"run.resume_ckpt_path: '{path}' lacks {missing}: it holds weights only, not a run to "
+                              "resume; to start from its projection set model.ckpt instead of run.resume_ckpt_path")
         ckpt.load_trainable_state_dict(self.model, payload["model"], path)
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["lr_scheduler"])
@@ -160,7 +160,9 @@ class Runner:
         forward_model = self.model
         if self.dist.distributed:
             device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
-            forward_model = DistributedDataParallel(self.model, device_ids=device_ids, broadcast_buffers=False)
+            # Buffers (rotary tables, position ids) are constants: no per-step sync. Parameters and buffers are
+            # still broadcast from rank 0 once at construction.
+            forward_model = DistributedDataParallel(self.model, device_ids=device_ids, forward_sync_buffers=False)
         self.model.train()
         stop_at = min(self.total_steps, cfg.stop_after_iters or self.total_steps)
         log.info("training steps %d..%d of %d (global batch %d = %d per process x %d processes x %d accumulation)",
@@ -235,7 +237,7 @@ class Runner:
                 if batch is None:
                     raise RuntimeError("the first batch of this process had only bad images; check the dataset")
             else:
-                batch, weight = _to_device(batch, device), 1.0
+                batch, weight = to_device(batch, device), 1.0
                 self._last_batch = batch
             sync = micro == cfg.accum_grad_iters - 1 or not self.dist.distributed
             with (contextlib.nullcontext() if sync else forward_model.no_sync()), autocast:
@@ -306,9 +308,9 @@ class _Window:
         }
 
 
-def _to_device(batch: Any, device: torch.device) -> Any:
+def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     return batch
