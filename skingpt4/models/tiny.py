@@ -1,6 +1,7 @@
 """Tiny random-weight assets in the real file formats, so the whole pipeline runs in seconds on a CPU with no
 download: `eva_vit_g.pth` (bare EVA state dict, one block more than used, as the release), a LAVIS-format
-`blip2_pretrained.pth` (with the text-only Q-Former parts and `t5_proj` that loading must skip), and `llm/`, a
+`blip2_pretrained.pth` (with the text-only Q-Former parts and `t5_proj` that loading must skip), a SkinGPT-4-format
+`projection.pth` (used by the tiny chat/eval configs so their answers are reproducible), and `llm/`, a
 random `LlamaForCausalLM` with a sentencepiece BPE tokenizer trained here on a small built-in corpus.
 
     python -m skingpt4.models.tiny --out tiny_assets
@@ -93,6 +94,11 @@ def build_tiny_assets(out_dir: str | Path, seed: int = 0) -> Path:
         "t5_proj.weight": torch.randn(32, hidden) * 0.02, "t5_proj.bias": torch.zeros(32),
     })
     torch.save({"model": blip2}, out / "blip2_pretrained.pth")
+
+    # A fixed projection in the SkinGPT-4 checkpoint format, so chat with the tiny model is reproducible.
+    proj = torch.nn.Linear(TINY_QFORMER.hidden_size, TINY_LLM["hidden_size"])
+    torch.save({"model": {"llama_proj.weight": proj.weight.detach(), "llama_proj.bias": proj.bias.detach()},
+                "epoch": 0}, out / "projection.pth")
 
     train_tokenizer(out / "llm")
     import sentencepiece as spm
