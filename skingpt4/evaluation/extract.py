@@ -86,7 +86,8 @@ class TermMatcher:
                 if not words or any(w in _PUNCT for w in words):
                     raise ValueError(f"{where}: synonym {synonym!r} of '{label}' is empty or has punctuation")
                 if owner.get(words, label) != label:
-                    raise ValueError(f"{where}: synonym {synonym!r} is listed under both '{owner[words]}' and '{label}'")
+                    raise ValueError(f"{where}: synonym {synonym!r} is listed under both '{owner[words]}' "
+                                     f"and '{label}'")
                 owner[words] = label
         self._terms = _by_first_word(owner)
 

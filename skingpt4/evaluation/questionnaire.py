@@ -81,7 +81,8 @@ def read_filled(paths: Sequence[Path], known_cases: Optional[set[str]] = None) -
             reader = csv.DictReader(f)
             missing = {"case_id", "statement_id", "rating"} - set(reader.fieldnames or ())
             if missing:
-                raise QuestionnaireError(f"'{path}' lacks the column(s) {sorted(missing)}; expected {', '.join(COLUMNS)}")
+                raise QuestionnaireError(f"'{path}' lacks the column(s) {sorted(missing)}; "
+                                         f"expected {', '.join(COLUMNS)}")
             for line, row in enumerate(reader, start=2):
                 where = f"{path}:{line}"
                 reason = _check_row(row, known_cases)
@@ -90,7 +91,7 @@ def read_filled(paths: Sequence[Path], known_cases: Optional[set[str]] = None) -
                 if reason is None and key in seen:
                     reason = f"duplicate rating by '{reviewer}' (first at {seen[key]})"
                 if reason is not None:
-                    summary = ",".join(f"{k}={(v or '').strip()}" for k, v in row.items() if k in COLUMNS[:4] and k != "statement")
+                    summary = ",".join(f"{k}={(row.get(k) or '').strip()}" for k in ("case_id", "statement_id", "rating"))
                     out.problems.append(Problem(str(path), line, reason, summary))
                     continue
                 seen[key] = where

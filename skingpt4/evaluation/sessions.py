@@ -69,7 +69,8 @@ def run_sessions(engine: ChatEngine, cases: Sequence[Case], prompts: Sequence[st
                     on_session(session)
         log.info("evaluated %d/%d cases", min(start + batch_size, len(cases)), len(cases))
     if cases and not sessions:  # nothing to evaluate: a systematic problem, not a few bad cases
-        raise CaseError(f"all {len(cases)} case(s) failed; the first: {problems[0]['case_id']}: {problems[0]['reason']}")
+        first = problems[0]
+        raise CaseError(f"all {len(cases)} case(s) failed; the first: {first['case_id']}: {first['reason']}")
     return sessions, problems
 
 

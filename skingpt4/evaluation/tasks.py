@@ -123,7 +123,8 @@ def _earlier_records(folder: Path, ctx: EvalContext, fingerprint: dict) -> dict[
     if files and not ctx.resume:
         raise ConfigError(f"'{folder}' already holds {len(files)} case record(s); pass --resume to finish that "
                           f"run, or choose another --out")
-    expected = {**fingerprint, "decoding": asdict(ctx.ev.decoding), "seed": ctx.ev.seed, "chat_template": ctx.ev.template}
+    expected = {**fingerprint, "decoding": asdict(ctx.ev.decoding), "seed": ctx.ev.seed,
+                "chat_template": ctx.ev.template}
     records = {}
     for path in files:
         record = json.loads(path.read_text())
@@ -162,7 +163,8 @@ def questionnaire(ctx: EvalContext, inputs: Sequence[str] = ()) -> dict:
     table = quest.aggregate(ratings.rows)
     write_csv(ctx.out / "fig4a_table.csv", table, quest.table_columns())
     write_csv(ctx.out / "per_reviewer.csv", quest.per_reviewer(ratings.rows), ["reviewer", "n", "cases", "agree_total"])
-    write_csv(ctx.out / "questionnaire_problems.csv", [asdict(p) for p in ratings.problems], ["file", "line", "reason", "row"])
+    write_csv(ctx.out / "questionnaire_problems.csv", [asdict(p) for p in ratings.problems],
+              ["file", "line", "reason", "row"])
     quest.plot_stacked(table, ctx.out / "fig4a.png")
     print(format_table(table, ["statement_id", "n", "strongly_agree", "agree", "neutral", "disagree",
                                "strongly_disagree", "agree_total", "paper_agree_total"]))
@@ -245,7 +247,8 @@ def _diagnosis(ctx: EvalContext, sessions, out: Path) -> dict:
         return {"n": 0}
     y_true, y_pred = [r["label"] for r in rows], [r["predicted"] for r in rows]
     result = met.diagnosis_metrics(y_true, y_pred, ctx.extractor.classes)
-    write_csv(out / "per_class.csv", result["per_class"], ["class", "support", "predicted", "precision", "recall", "f1"])
+    write_csv(out / "per_class.csv", result["per_class"],
+              ["class", "support", "predicted", "precision", "recall", "f1"])
     met.plot_confusion(result["confusion"], out / "confusion_matrix.png")
     by_skin = met.stratified(y_true, y_pred, [r["skin_type"] or None for r in rows], ctx.extractor.classes)
     if by_skin:

@@ -63,7 +63,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(_as_python_random_state(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
+    # Resuming on another number of GPUs (or on a CPU) keeps their fresh CUDA RNG states.
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
