@@ -17,6 +17,14 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    # Tiny models on a 2-core CI machine: one intra-op thread is several times faster than two fighting over
+    # the cores with the subprocesses some tests start (servers, training workers).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory) -> Path:
     """Tiny random-weight assets in the real file formats (built once per test session)."""
