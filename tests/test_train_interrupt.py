@@ -1,6 +1,8 @@
-"""Ctrl-C on a real `python train.py` process: the current step finishes, checkpoint_last.pth is saved with the
-steps done, the exit status is 130 and the message says how to resume."""
+"""Ctrl-C on a real `python train.py` process group (as a terminal sends it: to the trainer and its DataLoader
+workers): the current step finishes, checkpoint_last.pth is saved with the steps done, the exit status is 130
+and the message says how to resume."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,16 +19,17 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(train_data, tmp_path, subproces
     out = tmp_path / "run"
     options = [f"datasets.skincon_concepts.storage={train_data / 'skincon'}", f"run.output_dir={out}",
                "run.max_epoch=1", "run.iters_per_epoch=400", "run.log_freq=1", "run.progress_bar=false",
-               "run.batch_size_train=2"]
+               "run.batch_size_train=2", "run.num_workers=2", "run.accum_grad_iters=2"]
     proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", STEP1, "--options", *options], cwd=REPO,
-                            env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=subprocess_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # the whole group, workers included, like Ctrl-C in a terminal
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
     saved = load_checkpoint(out / "checkpoint_last.pth")

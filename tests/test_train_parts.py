@@ -7,13 +7,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, IterableDataset
 
 from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
 from skingpt4.runners import Source, build_run_config
 from skingpt4.runners.checkpoint import load_checkpoint, save_checkpoint
-from skingpt4.runners.data import BatchPlan, PlannedItems
+from skingpt4.runners.data import BatchPlan, PlannedItems, as_sources
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.optim import build_optimizer
 
@@ -140,6 +140,18 @@ def test_sources_are_mixed_by_sample_ratio():
     plan = BatchPlan(sources, 1, 1, 0, seed=0, total_micro_steps=4000)
     share_b = plan.choices.float().mean().item()
     assert abs(share_b - 0.75) < 0.03  # binomial std at n=4000 is 0.007
+
+
+def test_streaming_sources_are_refused_with_the_fix():
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield {"id": "x"}
+
+    with pytest.raises(ConfigError, match="datasets.shards: a stream .webdataset shards. cannot be used for training.*"
+                                          "with the image_text_pairs builder instead"):
+        as_sources([("shards", Stream(), 1.0)])
+    with pytest.raises(ConfigError, match="dataset 'empty' is empty"):
+        as_sources([("empty", Numbers(0, "e"), 1.0)])
 
 
 def test_items_get_their_own_seeded_randomness_and_the_global_rng_is_untouched():

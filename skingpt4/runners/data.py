@@ -13,6 +13,7 @@ Map-style datasets only: a streaming source (IterableDataset) has no index to pl
 from __future__ import annotations
 
 import hashlib
+import signal
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -42,8 +43,9 @@ def as_sources(built: Sequence[tuple[str, Dataset, float]]) -> list[Source]:
     for name, dataset, ratio in built:
         if isinstance(dataset, IterableDataset):
             raise ConfigError(
-                f"dataset '{name}' is a stream (IterableDataset): training needs indexable datasets to plan a "
-                f"reproducible, resumable order; use its map-style builder for training"
+                f"datasets.{name}: a stream (webdataset shards) cannot be used for training, which needs indexable "
+                "datasets to plan a reproducible, resumable order; train on the prepared folder (filter_cap.json + "
+                "image/) with the image_text_pairs builder instead"
             )
         if len(dataset) == 0:
             raise ConfigError(f"dataset '{name}' is empty: check its paths in the datasets section of the config")
@@ -137,6 +139,12 @@ class CountingCollate:
         return {"batch": self.collate(items), "bad_items": bad, "size": len(items)}
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which finishes its step, saves and shuts them down
+    (a terminal's Ctrl-C reaches the whole process group; a worker dying first would break that step)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def build_train_loader(sources: Sequence[Source], collate: Callable, *, batch_size: int, world_size: int, rank: int,
                        seed: int, total_micro_steps: int, start_micro_step: int, num_workers: int,
                        pin_memory: bool) -> DataLoader:
@@ -148,4 +156,5 @@ def build_train_loader(sources: Sequence[Source], collate: Callable, *, batch_si
         num_workers=num_workers,
         pin_memory=pin_memory,
         prefetch_factor=2 if num_workers > 0 else None,
+        worker_init_fn=_ignore_interrupts if num_workers > 0 else None,
     )
