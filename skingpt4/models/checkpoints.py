@@ -19,6 +19,8 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
+from skingpt4.common.config import ConfigError
+
 log = logging.getLogger("skingpt4.checkpoints")
 
 # Names under which a fine-tuned projection is stored: ours / MiniGPT-4, older SkinGPT-4 files, transformers BLIP-2.
@@ -30,8 +32,10 @@ _NO_QFORMER_IN_FEATURES = 5632
 LLM_SIZE_BY_HIDDEN = {2048: "1B", 3072: "3B", 4096: "7B", 5120: "13B", 6656: "30B", 8192: "65B/70B"}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit the model; the message says what was expected and what was found."""
+class CheckpointError(ConfigError):
+    """A checkpoint that does not fit the model; the message says what was expected and what was found.
+    A ConfigError, because the fix is in the config (point it at the right file or architecture): every entry
+    point that reports config errors in one line reports these too."""
 
 
 @dataclass
@@ -167,8 +171,10 @@ def load_projection(proj: nn.Linear, path: str | os.PathLike) -> LoadReport:
 
 
 def save_checkpoint(path: str | os.PathLike, model_state: dict, **extra) -> Path:
-    """Write `{"model": model_state, **extra}` atomically: a temporary file in the same folder, then rename, so
-    a killed process never leaves a truncated checkpoint behind. The format is the one MiniGPT-4 reads."""
+    """Write `{"model": model_state, **extra}` atomically: a temporary file in the same folder, flushed to disk,
+    then renamed over `path` (`os.replace` is atomic on POSIX), so a kill at any moment leaves the previous
+    complete file or the new one, never a truncated checkpoint. The format is the one MiniGPT-4 reads. The
+    training runner saves its whole state through this (optimizer, schedule, RNG... as `extra`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": {k: v.detach().cpu() for k, v in model_state.items()}, **extra}
@@ -180,9 +186,21 @@ def save_checkpoint(path: str | os.PathLike, model_state: dict, **extra) -> Path
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
+        # Whatever happened (disk full, Ctrl-C), the previous checkpoint at `path` is untouched.
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    # Make the rename itself durable: a power cut right after it must not bring back the old file.
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # e.g. a platform without directory file descriptors
+        return path
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
     return path
 
 
