@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's main job, on a fresh machine with only CPUs: build the tiny random-weight model assets, generate
+# The README's main job, on a fresh machine with only CPUs and Python: set up .venv (scripts/setup.sh; quick when
+# it is already there), build the tiny random-weight model assets, generate
 # the synthetic datasets, train step 1 (SKINCON concepts) then step 2 (Dermnet + notes, from the step-1
 # checkpoint) with the tiny model, and show that the loss falls. A few minutes on 2 CPU cores.
 #
@@ -10,8 +11,12 @@
 # weights and is NOT a diagnostic model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -z "${PYTHON:-}" ]; then   # PYTHON=... runs with an interpreter you set up yourself
+  echo "[main job] 0/4 environment: bash scripts/setup.sh (quick when .venv is already there)"
+  bash scripts/setup.sh
+fi
 PY="${PYTHON:-.venv/bin/python}"
-[ -x "$PY" ] || { echo "[main job] $PY not found: run 'bash scripts/setup.sh' first (or set PYTHON)"; exit 1; }
+[ -x "$PY" ] || { echo "[main job] $PY not found (PYTHON is set; unset it to let scripts/setup.sh build .venv)"; exit 1; }
 SHARED="output/main_job"                          # tiny assets and synthetic data, reused by later runs
 OUT="${OUT:-$SHARED/$(date +%Y%m%d-%H%M%S)}"       # this run's outputs
 if [ -e "$OUT" ]; then echo "[main job] '$OUT' already exists; choose another OUT"; exit 1; fi
@@ -26,9 +31,12 @@ else
   echo "[main job] 1/4 reusing tiny model assets in $SKINGPT4_TINY_ASSETS"
 fi
 DATA="$SHARED/synthetic"
-if [ ! -f "$DATA/prepared/skincon/filter_cap.json" ]; then
+if [ ! -f "$DATA/prepared/skincon/filter_cap.json" ] || [ ! -f "$DATA/prepared/dermnet/filter_cap.json" ] \
+    || [ ! -f "$DATA/prepared/notes/filter_cap.json" ]; then
+  # --overwrite: a generation killed half-way leaves $DATA non-empty without the filter_cap.json files (each
+  # written last in its folder), and make_synthetic.py refuses a non-empty --out without it.
   echo "[main job] 2/4 synthetic datasets -> $DATA"
-  "$PY" dataset/make_synthetic.py --out "$DATA" --no-stats
+  "$PY" dataset/make_synthetic.py --out "$DATA" --no-stats --overwrite
 else
   echo "[main job] 2/4 reusing synthetic datasets in $DATA"
 fi

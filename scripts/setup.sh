@@ -17,8 +17,16 @@ if ! .venv/bin/python -c "import torch, torchvision" 2>/dev/null; then
 fi
 extras=""
 if [ "${1:-}" = "--test" ]; then extras="[test]"; fi
-echo "[setup] installing skingpt4$extras and its dependencies"
-pip install -e ".$extras"
+# Re-running is cheap: skip pip when this checkout's pyproject.toml was already installed with these extras.
+stamp=".venv/.skingpt4-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras $(pwd)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && .venv/bin/python -c "import skingpt4" 2>/dev/null; then
+  echo "[setup] skingpt4$extras already installed in .venv"
+else
+  echo "[setup] installing skingpt4$extras and its dependencies"
+  pip install -e ".$extras"
+  echo "$want" > "$stamp"
+fi
 if [ "${1:-}" = "--test" ] && [ ! -x /usr/bin/chromium ]; then
   echo "[setup] installing Debian chromium for the browser test"
   if [ "$(id -u)" = 0 ]; then

@@ -84,4 +84,34 @@ def train_data(tmp_path_factory) -> Path:
             records.append(record)
         (root / name / "filter_cap.json").write_text(json.dumps({"annotations": records}))
     return root
+
+
+@pytest.fixture
+def kill_train_after_checkpoint(subprocess_env):
+    """kill(cfg_path, options, output_dir, min_step) starts `python train.py`, SIGKILLs it (no handler runs: only
+    what is on disk survives) once output_dir/checkpoint_last.pth holds at least `min_step` steps, and returns
+    the step of that checkpoint."""
+    import signal
+    import subprocess
+    import time
+
+    from skingpt4.runners.checkpoint import load_checkpoint
+
+    def kill(cfg_path, options, output_dir, min_step: int) -> int:
+        proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", str(cfg_path), "--options", *options],
+                                cwd=REPO_ROOT, env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        last = Path(output_dir) / "checkpoint_last.pth"
+        deadline = time.time() + 120
+        try:
+            while time.time() < deadline and proc.poll() is None:
+                if last.exists() and load_checkpoint(last)["step"] >= min_step:
+                    break
+                time.sleep(0.1)
+            assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read().decode()[-2000:]}"
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.wait()
+        return load_checkpoint(last)["step"]
+
+    return kill
 # ---- end of training fixtures ----

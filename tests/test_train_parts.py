@@ -12,7 +12,8 @@ from torch.utils.data import Dataset, IterableDataset
 from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
 from skingpt4.runners import Source, build_run_config
-from skingpt4.runners.checkpoint import load_checkpoint, save_checkpoint
+from skingpt4.models.checkpoints import save_checkpoint
+from skingpt4.runners.checkpoint import load_checkpoint
 from skingpt4.runners.data import BatchPlan, PlannedItems, as_sources
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.optim import build_optimizer
@@ -85,7 +86,7 @@ def test_no_weight_decay_on_bias_norm_and_1d_parameters():
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "ckpt" / "checkpoint_last.pth"
-    save_checkpoint({"model": {"w": torch.ones(3)}, "step": 1}, path)
+    save_checkpoint(path, {"w": torch.ones(3)}, step=1)
 
     def dies_half_way(obj, handle):
         handle.write(b"PK\x03\x04 half a zip")
@@ -93,14 +94,14 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint({"model": {"w": torch.zeros(3)}, "step": 2}, path)
+        save_checkpoint(path, {"w": torch.zeros(3)}, step=2)
     assert os.listdir(path.parent) == ["checkpoint_last.pth"]  # no temporary file left behind
     assert load_checkpoint(path)["step"] == 1
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
-    save_checkpoint({"model": {"w": torch.ones(1000)}}, path)
+    save_checkpoint(path, {"w": torch.ones(1000)})
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="could not read checkpoint .*broken.pth.*is it a complete .pth file"):
         load_checkpoint(path)
@@ -142,13 +143,14 @@ def test_sources_are_mixed_by_sample_ratio():
     assert abs(share_b - 0.75) < 0.03  # binomial std at n=4000 is 0.007
 
 
-def test_streaming_sources_are_refused_with_the_fix():
+def test_unreadable_streams_and_empty_datasets_are_refused():
     class Stream(IterableDataset):
         def __iter__(self):
             yield {"id": "x"}
 
-    with pytest.raises(ConfigError, match="datasets.shards: a stream .webdataset shards. cannot be used for training.*"
-                                          "with the image_text_pairs builder instead"):
+    with pytest.raises(ConfigError, match="datasets.shards: the runner cannot read a Stream stream: it reads streams "
+                                          "that provide urls, read_pass, to_item .the webdataset builder. or "
+                                          "indexable datasets"):
         as_sources([("shards", Stream(), 1.0)])
     with pytest.raises(ConfigError, match="dataset 'empty' is empty"):
         as_sources([("empty", Numbers(0, "e"), 1.0)])

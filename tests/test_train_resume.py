@@ -1,10 +1,6 @@
 """Kill-and-resume equivalence with the tiny SkinGPT-4: a run stopped mid-way (run.stop_after_iters) or killed
 with SIGKILL after a checkpoint, then resumed, ends with the same weights, LR and log as an uninterrupted run."""
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -56,23 +52,11 @@ def test_stopped_run_resumes_to_the_same_weights(data, tmp_path):
     assert lrs["straight"] == lrs["split"]  # same schedule position after the resume, no repeated records
 
 
-def test_killed_process_resumes_to_the_same_weights(data, tmp_path, subprocess_env):
-    args = options(data, tmp_path / "killed", iters_per_epoch=16, save_freq=1)
-    proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", STEP1, "--options", *args], cwd=REPO,
-                            env=subprocess_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last = tmp_path / "killed" / "checkpoint_last.pth"
-    deadline = time.time() + 120
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if last.exists() and load_checkpoint(last)["step"] >= 2:
-                break
-            time.sleep(0.2)
-        assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-        proc.send_signal(signal.SIGKILL)  # no handler runs: only what is already on disk survives
-    finally:
-        proc.wait()
-    killed_at = load_checkpoint(last)["step"]
+def test_killed_process_resumes_to_the_same_weights(data, tmp_path, kill_train_after_checkpoint):
+    killed_at = kill_train_after_checkpoint(STEP1, options(data, tmp_path / "killed", iters_per_epoch=16, save_freq=1),
+                                            tmp_path / "killed", min_step=2)
     assert 2 <= killed_at < 16
+    last = tmp_path / "killed" / "checkpoint_last.pth"
     resumed, _ = train(data, tmp_path / "killed", iters_per_epoch=16, save_freq=1, resume_ckpt_path=str(last))
     straight, _ = train(data, tmp_path / "straight", iters_per_epoch=16)
     assert resumed.step == 16

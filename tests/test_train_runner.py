@@ -157,9 +157,9 @@ def test_ctrl_c_saves_then_resume_matches(tmp_path):
 
 
 def test_resuming_from_a_weights_only_checkpoint_says_what_to_do(tmp_path):
-    from skingpt4.runners.checkpoint import save_checkpoint
+    from skingpt4.models.checkpoints import save_checkpoint
 
-    weights = save_checkpoint({"model": trainable(FrozenEncoderProjector())}, tmp_path / "minigpt4.pth")
+    weights = save_checkpoint(tmp_path / "minigpt4.pth", trainable(FrozenEncoderProjector()))
     with pytest.raises(ConfigError, match="lacks .'optimizer', 'lr_scheduler', 'step'.: it holds weights only, not a "
                                           "run to resume; to start from its projection set model.ckpt"):
         train(tmp_path / "run", resume_ckpt_path=str(weights))

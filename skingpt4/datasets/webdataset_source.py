@@ -1,9 +1,10 @@
 """Streaming source over webdataset `.tar` shards (one `jpg`/`png` + one `json` with a `caption` per sample),
 for sets too large for a folder or kept on remote storage (`pipe:` / http URLs work as in webdataset).
 
-Shards are split across distributed ranks and DataLoader workers; a damaged shard or sample is counted and
-skipped, never fatal. With `repeat` the stream restarts when the shards are exhausted (the runner counts
-iterations, not epochs, as in the paper's 5000 iterations per epoch).
+Iterated on its own, shards are split across distributed ranks and DataLoader workers; a damaged shard or
+sample is counted and skipped, never fatal. With `repeat` the stream restarts when the shards are exhausted.
+The training runner reads it through `read_pass` + `to_item` instead (skingpt4/runners/data.py): it
+splits and re-iterates the shards itself, so that a resumed run can find its place in the stream.
 """
 from __future__ import annotations
 
@@ -80,12 +81,21 @@ class WebDatasetSource(IterableDataset):
             produced = 0
             for sample in self._pipeline(epoch):
                 produced += 1
-                yield self._to_item(sample)
+                yield self.to_item(sample)
             epoch += 1
             if not self.repeat or produced == 0:  # a worker without shards must not spin forever
                 return
 
-    def _to_item(self, sample: dict[str, Any]) -> Optional[dict[str, Any]]:
+    def read_pass(self, urls: Sequence[str], seed: int) -> Iterator[dict[str, Any]]:
+        """The raw (undecoded) samples of `urls`, read in this order and shuffled in a `shuffle_buffer` window
+        seeded by `seed`. The training runner splits and orders the shards itself and decodes with `to_item`,
+        so it can skip samples on resume without decoding them."""
+        stages = [wds.SimpleShardList(list(urls)), wds.tarfile_to_samples(handler=self._tar_error)]
+        if self.shuffle_buffer > 0:
+            stages.append(wds.shuffle(self.shuffle_buffer, seed=seed))
+        return iter(wds.DataPipeline(*stages))
+
+    def to_item(self, sample: dict[str, Any]) -> Optional[dict[str, Any]]:
         key = sample.get("__key__", "?")
         where = f"sample '{key}' of '{sample.get('__url__', '?')}'"
         image_key = next((k for k in IMAGE_KEYS if k in sample), None)

@@ -3,15 +3,13 @@
 Format (DESIGN §4, same keys as MiniGPT-4/SkinGPT-4 so either side reads the other's files):
     {"model": {trainable name: tensor}, "optimizer": ..., "config": plain dict, "scaler": ... or None,
      "epoch": int, "step": global optimisation steps done, "lr_scheduler": ..., "rng": ..., "format": 1}
-A checkpoint is first written to a temporary file in the same directory, flushed to disk, then renamed
-over the final name (`os.replace` is atomic on POSIX): a kill at any moment leaves either the previous
-complete file or the new complete file, never a truncated one.
+Writing is `skingpt4.models.checkpoints.save_checkpoint` (atomic: temporary file, fsync, rename), the one
+writer of the project's checkpoints.
 """
 from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,39 +70,6 @@ def _as_python_random_state(state):
     # torch.load(weights_only=True) returns the inner tuple as a list; random.setstate needs tuples.
     version, internal, gauss = state
     return (version, tuple(internal), gauss)
-
-
-def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write `payload` to `path` atomically (temporary file in the same directory, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        # Whatever happened (disk full, Ctrl-C), the previous checkpoint at `path` is untouched.
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (a power cut right after it must not bring back the old file)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike, key: str = "run.resume_ckpt_path") -> dict[str, Any]:

@@ -26,10 +26,13 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
 
 from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
+from skingpt4.datasets.bad_images import BadSampleCounter
+from skingpt4.models.checkpoints import save_checkpoint
 from skingpt4.runners import checkpoint as ckpt
 from skingpt4.runners.data import Source, build_train_loader
 from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
@@ -108,6 +111,7 @@ class Runner:
             "epoch": self.step // self.cfg.iters_per_epoch,  # epochs completed
             "step": self.step,
             "global_batch_size": self.global_batch,
+            "stream_readers": self.stream_readers,
             "rng": ckpt.rng_state(),
             "format": ckpt.CHECKPOINT_FORMAT,
         }
@@ -128,7 +132,17 @@ class Runner:
         if payload.get("global_batch_size", self.global_batch) != self.global_batch:
             log.warning("resuming with global batch %d, the checkpoint was written with %d: the data order "
                         "differs from the interrupted run", self.global_batch, payload["global_batch_size"])
+        elif self.stream_readers and payload.get("stream_readers") != self.stream_readers:
+            log.warning("resuming with %d stream readers (processes x DataLoader workers), the checkpoint was written "
+                        "with %s: the webdataset sources are read in another order than the interrupted run's",
+                        self.stream_readers, payload.get("stream_readers"))
         log.info("resumed from '%s' at step %d (epoch %d)", path, self.step, payload["epoch"])
+
+    @property
+    def stream_readers(self) -> int:
+        """Readers of each webdataset source (processes x workers), on which its order depends; 0 without one."""
+        has_stream = any(isinstance(s.dataset, IterableDataset) for s in self.sources)
+        return self.dist.world_size * max(1, self.cfg.num_workers) if has_stream else 0
 
     @property
     def global_batch(self) -> int:
@@ -137,7 +151,8 @@ class Runner:
     def save(self, name: str) -> Optional[Path]:
         if not self.dist.is_main:
             return None
-        return ckpt.save_checkpoint(self.state(), self.output_dir / name)
+        state = self.state()
+        return save_checkpoint(self.output_dir / name, state.pop("model"), **state)
 
     # ------------------------------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
@@ -207,6 +222,7 @@ class Runner:
                         self.total_steps, self.output_dir / LAST_CHECKPOINT)
         curve = None
         if metrics is not None:
+            log.info("skipped images: %s", format_bad_samples(self.bad_samples()) or "none")
             metrics.close()
             curve = plot_loss_curve(metrics.path, self.output_dir / "loss_curve.png")
         barrier(self.dist)
@@ -270,12 +286,27 @@ class Runner:
         summary = window.flush()
         # Mean over processes (all ranks reach this point at the same step, so the collective matches).
         loss = all_reduce_mean(torch.tensor([summary["loss"]], device=self.dist.device), self.dist).item()
-        record = {"step": self.step, "epoch": self.step // self.cfg.iters_per_epoch, **summary, "loss": loss}
+        record = {"step": self.step, "epoch": self.step // self.cfg.iters_per_epoch, **summary, "loss": loss,
+                  "bad_samples": self.bad_samples()}
         window.logged_loss = loss
         if metrics is not None:
             metrics.write(record)
-            log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g %.1f samples/s", self.step, self.total_steps,
-                     loss, record["lr"], record["grad_norm"], record["samples_per_s"])
+            skipped = format_bad_samples(record["bad_samples"])
+            log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g %.1f samples/s%s", self.step, self.total_steps,
+                     loss, record["lr"], record["grad_norm"], record["samples_per_s"],
+                     f"; skipped images: {skipped}" if skipped else "")
+
+    def bad_samples(self) -> dict[str, dict[str, int]]:
+        """{dataset: {reason: count}} of the samples this process and its DataLoader workers skipped so far
+        (read-ahead included), for the datasets that count them."""
+        return {s.name: s.dataset.bad.counts() for s in self.sources
+                if isinstance(getattr(s.dataset, "bad", None), BadSampleCounter)}
+
+
+def format_bad_samples(bad: dict[str, dict[str, int]]) -> str:
+    """'skincon: truncated=3, unreadable=1; dermnet: missing=2' ('' when nothing was skipped)."""
+    return "; ".join(f"{name}: " + ", ".join(f"{reason}={n}" for reason, n in counts.items())
+                     for name, counts in bad.items() if counts)
 
 
 class _Window:

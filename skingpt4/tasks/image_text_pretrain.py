@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from skingpt4.common import registry
 from skingpt4.common.config import ConfigError, require_path
@@ -102,8 +102,9 @@ class ImageTextPretrainTask:
 class CachedQueries(Dataset):
     """A dataset whose items carry precomputed `queries` [32, 768] instead of `image`."""
 
-    def __init__(self, items: list[Optional[dict]]):
+    def __init__(self, items: list[Optional[dict]], bad: Any = None):
         self.items = items
+        self.bad = bad  # the bad-sample counter of the dataset the items were read from
 
     def __len__(self) -> int:
         return len(self.items)
@@ -123,6 +124,10 @@ def _uses_eval_transform(dataset: Any) -> bool:
 def cache_queries(model: nn.Module, source: Source, batch_size: int, dist: DistInfo) -> CachedQueries:
     """Encode every image of `source` once (in index order, deterministic transform) and keep the Q-Former
     outputs on the CPU with the rest of each item. Each process builds its own copy."""
+    if isinstance(source.dataset, IterableDataset):
+        raise ConfigError(f"run.cache_frozen_features needs indexable datasets, but '{source.name}' is a stream "
+                          "(webdataset shards) that is never read to its end; turn the cache off or train on the "
+                          "prepared folder")
     if not _uses_eval_transform(source.dataset):
         raise ConfigError(
             f"run.cache_frozen_features needs the deterministic eval image transform, but dataset '{source.name}' "
@@ -146,4 +151,4 @@ def cache_queries(model: nn.Module, source: Source, batch_size: int, dist: DistI
     if dist.is_main:
         log.info("cached frozen features of '%s': %d items in %.1fs", source.name, len(items),
                  time.perf_counter() - started)
-    return CachedQueries(items)
+    return CachedQueries(items, getattr(source.dataset, "bad", None))
