@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import skingpt4  # noqa: F401  (registers builders and processors)
 from dataset.make_synthetic import make_synthetic
 from dataset.write_shards import write_shards
 from skingpt4.common.config import ConfigError

@@ -22,26 +22,23 @@ SPEC = ScheduleSpec(init_lr=1e-4, min_lr=8e-5, warmup_lr=1e-6, warmup_steps=50, 
                     lr_decay_rate=0.5)
 
 
-def lrs(name, spec, steps):
-    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=spec.init_lr)
-    scheduler = build_lr_scheduler(name, optimizer, spec)
+def record_lrs(optimizer, scheduler, steps):
     values = []
     for _ in range(steps):
         values.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
     return values
+
+
+def lrs(name, spec, steps):
+    optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(2))], lr=spec.init_lr)
+    return record_lrs(optimizer, build_lr_scheduler(name, optimizer, spec), steps)
 
 
 def torch_reference(scheduler_cls, steps, **kwargs):
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(2))], lr=SPEC.init_lr)
-    scheduler = scheduler_cls(optimizer, **kwargs)
-    values = []
-    for _ in range(steps):
-        values.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    return values
+    return record_lrs(optimizer, scheduler_cls(optimizer, **kwargs), steps)
 
 
 def test_cosine_schedule_matches_torch_linear_warmup_and_cosine_annealing():

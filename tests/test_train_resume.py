@@ -4,14 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-import train as train_script
-from skingpt4.common.config import load_config
-from skingpt4.runners.checkpoint import load_checkpoint
-
-REPO = Path(__file__).resolve().parents[1]
-STEP1 = str(REPO / "train_configs" / "tiny_step1.yaml")
+from training_helpers import STEP1, assert_same, projection
+from training_helpers import options as base_options
+from training_helpers import train as base_train
 
 
 @pytest.fixture
@@ -20,23 +16,11 @@ def data(train_data, tiny_assets) -> Path:
 
 
 def options(data, out, **run):
-    settings = {"max_epoch": 1, "iters_per_epoch": 10, "log_freq": 1, "progress_bar": False, "tensorboard": False,
-                "batch_size_train": 2, "output_dir": str(out), **run}
-    return [f"datasets.skincon_concepts.storage={data / 'skincon'}"] + [f"run.{k}={v}" for k, v in settings.items()]
+    return base_options(data, out, **{"batch_size_train": 2, **run})
 
 
-def train(data, out, cfg_path=STEP1, extra=(), **run):
-    return train_script.run_training(load_config(cfg_path, options(data, out, **run) + list(extra)))
-
-
-def projection(path):
-    return load_checkpoint(path)["model"]
-
-
-def assert_same(a, b, atol=0.0):
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
+def train(data, out, **run):
+    return base_train(data, out, **{"batch_size_train": 2, **run})
 
 
 def test_stopped_run_resumes_to_the_same_weights(data, tmp_path):

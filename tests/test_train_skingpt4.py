@@ -9,36 +9,13 @@ import torch
 
 import train as train_script
 from skingpt4.common.config import ConfigError, load_config
-from skingpt4.runners.checkpoint import load_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
-STEP1 = str(REPO / "train_configs" / "tiny_step1.yaml")
-STEP2 = str(REPO / "train_configs" / "tiny_step2.yaml")
+from training_helpers import STEP1, STEP2, assert_same, options, projection, train
 
 
 @pytest.fixture
 def data(train_data, tiny_assets) -> Path:
     return train_data
-
-
-def options(data, out, **run):
-    settings = {"max_epoch": 1, "iters_per_epoch": 10, "log_freq": 1, "progress_bar": False, "tensorboard": False,
-                "output_dir": str(out), **run}
-    return [f"datasets.skincon_concepts.storage={data / 'skincon'}"] + [f"run.{k}={v}" for k, v in settings.items()]
-
-
-def train(data, out, cfg_path=STEP1, extra=(), **run):
-    return train_script.run_training(load_config(cfg_path, options(data, out, **run) + list(extra)))
-
-
-def projection(path):
-    return load_checkpoint(path)["model"]
-
-
-def assert_same(a, b, atol=0.0):
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
 
 
 def test_loss_falls_and_only_the_projection_changes(data, tmp_path):
