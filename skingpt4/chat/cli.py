@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import logging
 import sys
 import time
 from typing import Optional, TextIO
@@ -142,6 +143,8 @@ def stream_reply(engine: ChatEngine, conv: Conversation, question: str, decoding
 
 def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
+    # What was loaded from where goes to stderr, so that stdout stays the chat (or clean JSON/Markdown).
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     try:
         cfg, run = read_chat_config(args.cfg_path, args.options, args.device)
         decoding = decoding_from_args(args, run)

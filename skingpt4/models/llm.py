@@ -54,9 +54,9 @@ def load_llm(directory: str, dtype: torch.dtype, device: torch.device, quantizat
     llm.eval()
     for param in llm.parameters():
         param.requires_grad = False
-    log.info("loaded LLM %s from '%s' (%s, hidden %d, %d layers, %.2fB parameters)", config.model_type, path,
+    log.info("loaded LLM %s from '%s' (%s, hidden %d, %d layers, %s parameters)", config.model_type, path,
              str(dtype).replace("torch.", ""), config.hidden_size, config.num_hidden_layers,
-             sum(p.numel() for p in llm.parameters()) / 1e9)
+             f"{sum(p.numel() for p in llm.parameters()):,}")
     return llm
 
 
