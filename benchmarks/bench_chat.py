@@ -26,7 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from skingpt4.chat import ChatEngine, DecodingConfig  # noqa: E402
 from skingpt4.chat.build import build_engine, read_chat_config  # noqa: E402
-from skingpt4.evaluation.config import CLINICAL_PROMPTS  # noqa: E402
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS  # noqa: E402
 
 FOLLOW_UPS = ["Is it contagious?", "How long will it last?", "Should I see a doctor soon?", "Can I use a cream?",
               "What should I avoid?", "Could it be something else?"]

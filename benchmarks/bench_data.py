@@ -43,8 +43,8 @@ def measure(dataset, workers: int, batch_size: int, min_images: int) -> tuple[fl
 
 
 def synthetic_data(root: Path, size: int, per_class: int) -> tuple[Path, Path]:
-    from dataset.make_synthetic import make_synthetic
-    from dataset.write_shards import write_shards
+    from data_prep.make_synthetic import make_synthetic
+    from data_prep.write_shards import write_shards
 
     make_synthetic(root, per_class=per_class, test_per_class=1, size=size, stats=False, log=lambda m: None)
     write_shards(root / "prepared" / "dermnet", root / "shards" / "dermnet", maxcount=16)

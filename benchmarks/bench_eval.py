@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from skingpt4.chat import ChatEngine, DecodingConfig  # noqa: E402
 from skingpt4.evaluation.cases import load_cases  # noqa: E402
-from skingpt4.evaluation.config import CLINICAL_PROMPTS  # noqa: E402
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS  # noqa: E402
 from skingpt4.evaluation.extract import ClassExtractor  # noqa: E402
 from skingpt4.evaluation.sessions import run_sessions  # noqa: E402
 
@@ -45,7 +45,7 @@ def build_model(cfg_path):
 
 
 def synthetic_images(n: int) -> Path:
-    from dataset.make_synthetic import make_dermnet
+    from data_prep.make_synthetic import make_dermnet
 
     raw = Path(tempfile.mkdtemp(prefix="skingpt4_bench_cases_"))
     make_dermnet(raw, {"test": -(-n // 23)}, size=256, seed=0)  # ceil(n / 23) images in each of 23 folders

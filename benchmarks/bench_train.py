@@ -40,7 +40,7 @@ def ensure_inputs(work: Path, data: Path | None) -> Path:
                        stdout=subprocess.DEVNULL)
         os.environ["SKINGPT4_TINY_ASSETS"] = str(assets)
     if data is None:
-        subprocess.run([sys.executable, "dataset/make_synthetic.py", "--out", str(work / "synthetic"), "--no-stats"],
+        subprocess.run([sys.executable, "data_prep/make_synthetic.py", "--out", str(work / "synthetic"), "--no-stats"],
                        check=True, cwd=REPO, stdout=subprocess.DEVNULL)
         data = work / "synthetic" / "prepared" / "skincon"
     return data

@@ -36,7 +36,7 @@ if [ ! -f "$DATA/prepared/skincon/filter_cap.json" ] || [ ! -f "$DATA/prepared/d
   # --overwrite: a generation killed half-way leaves $DATA non-empty without the filter_cap.json files (each
   # written last in its folder), and make_synthetic.py refuses a non-empty --out without it.
   echo "[main job] 2/4 synthetic datasets -> $DATA"
-  "$PY" dataset/make_synthetic.py --out "$DATA" --no-stats --overwrite
+  "$PY" data_prep/make_synthetic.py --out "$DATA" --no-stats --overwrite
 else
   echo "[main job] 2/4 reusing synthetic datasets in $DATA"
 fi

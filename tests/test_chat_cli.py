@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from skingpt4.chat.cli import main
-from skingpt4.evaluation.config import CLINICAL_PROMPTS
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 CFG = str(Path(__file__).resolve().parents[1] / "eval_configs" / "skingpt4_tiny.yaml")
 

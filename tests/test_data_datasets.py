@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from dataset.make_synthetic import make_synthetic
-from dataset.write_shards import write_shards
+from data_prep.make_synthetic import make_synthetic
+from data_prep.write_shards import write_shards
 from skingpt4.common.config import ConfigError
 from skingpt4.datasets import build_datasets, collate
 
@@ -167,7 +167,7 @@ def test_config_errors_name_the_key(synthetic):
         ({"skincon_concepts": {"storage": str(prepared / "skincon"), "sample_ration": 2}},
          r"unknown key 'datasets\.skincon_concepts\.sample_ration' \(did you mean 'sample_ratio'\?\)"),
         ({"dermnet": {}}, r"config key 'datasets\.dermnet\.storage' is not set; put a Dermnet split prepared by "
-                          r"dataset/prepare_dermnet\.py there"),
+                          r"data_prep/prepare_dermnet\.py there"),
         ({"dermnet": {"storage": "/no/such/dir"}}, r"config key 'datasets\.dermnet\.storage': no such directory '/no/such/dir'"),
         ({"skincon": {"storage": str(prepared / "skincon")}},
          r"'datasets\.skincon': unknown dataset builder 'skincon'; did you mean 'skincon_concepts'\?"),

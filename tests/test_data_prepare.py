@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dataset.check_notes import check_notes
-from dataset.check_notes import main as check_notes_main
-from dataset.common import PrepareError
-from dataset.make_synthetic import SKINCON_HEADER, make_synthetic
-from dataset.prepare_dermnet import DEFAULT_MAPPING, load_mapping, prepare_dermnet
-from dataset.prepare_skincon import prepare_skincon
-from dataset.skincon_concepts import concept_caption
-from dataset.stats import dataset_stats
-from dataset.write_shards import write_shards
+from data_prep.check_notes import check_notes
+from data_prep.check_notes import main as check_notes_main
+from data_prep.common import PrepareError
+from data_prep.make_synthetic import SKINCON_HEADER, make_synthetic
+from data_prep.prepare_dermnet import DEFAULT_MAPPING, load_mapping, prepare_dermnet
+from data_prep.prepare_skincon import prepare_skincon
+from data_prep.skincon_concepts import concept_caption
+from data_prep.stats import dataset_stats
+from data_prep.write_shards import write_shards
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = {"log": lambda m: None}
@@ -169,7 +169,7 @@ def test_preparing_twice_is_byte_identical(raw, tmp_path):
 
 
 # ---------------------------------------------------------------- Dermnet
-DESIGN_MAPPING = {  # DESIGN §7, written out independently of dataset/dermnet_mapping.json
+DESIGN_MAPPING = {  # DESIGN §7, written out independently of data_prep/dermnet_mapping.json
     "Acne and rosacea": ["Acne and Rosacea Photos"],
     "Malignant lesions": ["Actinic Keratosis Basal Cell Carcinoma and other Malignant Lesions"],
     "Dermatitis": ["Atopic Dermatitis Photos", "Eczema Photos", "Exanthems and Drug Eruptions",
@@ -339,10 +339,10 @@ def test_stats_table_csv_and_chart(raw, tmp_path):
 
 def test_command_lines(raw, tmp_path, capsys):
     """The documented command lines, in process (the subprocess form is covered by test_data_synthetic)."""
-    from dataset.prepare_dermnet import main as dermnet_main
-    from dataset.prepare_skincon import main as skincon_main
-    from dataset.stats import main as stats_main
-    from dataset.write_shards import main as shards_main
+    from data_prep.prepare_dermnet import main as dermnet_main
+    from data_prep.prepare_skincon import main as skincon_main
+    from data_prep.stats import main as stats_main
+    from data_prep.write_shards import main as shards_main
 
     assert skincon_main(["--out", str(tmp_path / "sk"),
                          "--fitzpatrick-annotations", str(raw / "skincon" / "annotations_fitzpatrick17k.csv"),

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dataset.make_synthetic import main as make_synthetic_main
-from dataset.make_synthetic import make_synthetic
-from dataset.prepare_dermnet import load_mapping
+from data_prep.make_synthetic import main as make_synthetic_main
+from data_prep.make_synthetic import make_synthetic
+from data_prep.prepare_dermnet import load_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(per_class=2, test_per_class=1, skincon_images=12, ddi_images=4, notes_per_class=1, size=64)
@@ -65,7 +65,7 @@ def test_images_carry_their_labels(tmp_path):
 
 def test_one_command_generates_and_prepares(tmp_path, capsys):
     out = tmp_path / "synthetic"
-    args = [sys.executable, "dataset/make_synthetic.py", "--out", str(out), "--per-class", "1", "--skincon-images", "12",
+    args = [sys.executable, "data_prep/make_synthetic.py", "--out", str(out), "--per-class", "1", "--skincon-images", "12",
             "--ddi-images", "4", "--notes-per-class", "1", "--image-size", "48"]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr

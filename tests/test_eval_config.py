@@ -7,7 +7,8 @@ from omegaconf import OmegaConf
 
 from skingpt4.common.config import ConfigError, load_config
 from skingpt4.evaluation.cases import CaseError, load_cases
-from skingpt4.evaluation.config import CLINICAL_PROMPTS, evaluation_config
+from skingpt4.evaluation.config import evaluation_config
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 from skingpt4.evaluation.extract import ClassExtractor
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

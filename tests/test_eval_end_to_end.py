@@ -35,7 +35,7 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def dermnet_test(tmp_path_factory) -> Path:
     """The synthetic generator's Dermnet `test/` folder: 23 folders x 1 image (64 px)."""
-    from dataset.make_synthetic import make_dermnet
+    from data_prep.make_synthetic import make_dermnet
 
     raw = tmp_path_factory.mktemp("synthetic")
     make_dermnet(raw, {"test": 1}, size=64, seed=0)
@@ -237,7 +237,7 @@ def test_batched_sessions_equal_one_at_a_time_under_greedy(engine, dermnet_test)
     """Batching across cases (left padding) must not change what each case is told, only how fast."""
     from skingpt4.chat import DecodingConfig
     from skingpt4.evaluation.cases import load_cases
-    from skingpt4.evaluation.config import CLINICAL_PROMPTS
+    from skingpt4.prompting.clinical import CLINICAL_PROMPTS
     from skingpt4.evaluation.extract import ClassExtractor
     from skingpt4.evaluation.sessions import run_sessions
 

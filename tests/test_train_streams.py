@@ -10,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 import train as train_script
-from dataset.write_shards import write_shards
+from data_prep.write_shards import write_shards
 from skingpt4.common.config import ConfigError, load_config
 from skingpt4.datasets import build_datasets, collate
 from skingpt4.runners.checkpoint import load_checkpoint

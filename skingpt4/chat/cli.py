@@ -26,7 +26,7 @@ from skingpt4.chat.engine import ChatEngine, ChatInputError, Conversation
 from skingpt4.chat.notices import DISCLAIMER
 from skingpt4.common.config import ConfigError
 from skingpt4.common.images import ImageError, load_image
-from skingpt4.evaluation.config import CLINICAL_PROMPTS
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -34,7 +34,8 @@ from transformers.generation.streamers import BaseStreamer
 from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.common import registry
 from skingpt4.common.images import ImageSource, load_image
-from skingpt4.conversation import IMAGE_PLACEHOLDER, ChatTemplate
+from skingpt4.prompting import IMAGE_PLACEHOLDER, ChatTemplate
+from skingpt4.prompting.tokenize import tokenize_segment
 
 log = logging.getLogger("skingpt4.chat")
 
@@ -253,17 +254,7 @@ class ChatEngine:
                 + [IMAGE_SLOT] * n_image + self._tokenize(after))
 
     def _tokenize(self, text: str) -> list[int]:
-        """A text segment without added special tokens; `<s>` / `</s>` in a template mean BOS / EOS."""
-        ids: list[int] = []
-        bos, eos = self.tokenizer.bos_token, self.tokenizer.eos_token
-        for i, part in enumerate(text.split(eos)):
-            if i:
-                ids.append(self.tokenizer.eos_token_id)
-            for j, piece in enumerate(part.split(bos)):
-                if j:
-                    ids.append(self.tokenizer.bos_token_id)
-                ids += self.model.tokenize_segment(piece)
-        return ids
+        return tokenize_segment(self.tokenizer, text)
 
     def _embed(self, tokens: list[int], image_embeds: torch.Tensor) -> torch.Tensor:
         start = tokens.index(IMAGE_SLOT)

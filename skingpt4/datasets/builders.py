@@ -63,7 +63,7 @@ class FolderBuilder:
 
     Config = FolderSourceConfig
     required_fields: tuple[str, ...] = ()
-    what = "a prepared folder with filter_cap.json and image/ (see dataset/README.md)"
+    what = "a prepared folder with filter_cap.json and image/ (see data_prep/README.md)"
 
     def build(self, cfg: DictConfig, name: str) -> ImageTextPairsDataset:
         storage = require_path(cfg.storage, f"datasets.{name}.storage", self.what, must_be="dir")
@@ -81,25 +81,25 @@ class ImageTextPairsBuilder(FolderBuilder):
 
 @registry.datasets.register("skincon_concepts")
 class SkinconConceptsBuilder(FolderBuilder):
-    """Step 1: SKINCON images with concept captions (dataset/prepare_skincon.py)."""
+    """Step 1: SKINCON images with concept captions (data_prep/prepare_skincon.py)."""
 
     required_fields = ("concepts",)
-    what = "a SKINCON set prepared by dataset/prepare_skincon.py"
+    what = "a SKINCON set prepared by data_prep/prepare_skincon.py"
 
 
 @registry.datasets.register("dermnet")
 class DermnetBuilder(FolderBuilder):
-    """Step 2: Dermnet images with class captions (dataset/prepare_dermnet.py)."""
+    """Step 2: Dermnet images with class captions (data_prep/prepare_dermnet.py)."""
 
     required_fields = ("label",)
-    what = "a Dermnet split prepared by dataset/prepare_dermnet.py"
+    what = "a Dermnet split prepared by data_prep/prepare_dermnet.py"
 
 
 @registry.datasets.register("skin_notes")
 class SkinNotesBuilder(FolderBuilder):
-    """Step 2: doctors' notes in the SkinGPT-4/MiniGPT-4 folder format (checked by dataset/check_notes.py)."""
+    """Step 2: doctors' notes in the SkinGPT-4/MiniGPT-4 folder format (checked by data_prep/check_notes.py)."""
 
-    what = "a doctors' notes folder with filter_cap.json and image/ (see dataset/check_notes.py)"
+    what = "a doctors' notes folder with filter_cap.json and image/ (see data_prep/check_notes.py)"
 
 
 @registry.datasets.register("webdataset")

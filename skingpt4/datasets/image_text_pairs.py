@@ -3,7 +3,7 @@
     <storage>/filter_cap.json   {"annotations": [{"image_id": "...", "caption": "...", ...metadata}]}
     <storage>/image/<image_id>.jpg   (or the file named by a record's "image" field, or .png/.jpeg)
 
-`dataset/prepare_*.py` writes this format for SKINCON and Dermnet; doctors' notes already come in it.
+`data_prep/prepare_*.py` writes this format for SKINCON and Dermnet; doctors' notes already come in it.
 Records whose image file is absent are dropped (and counted as "missing") when the dataset is built; an
 image that turns out bad when read returns None (counted, logged) so a training run never stops for it.
 """
@@ -62,7 +62,7 @@ class ImageTextPairsDataset(Dataset):
         ann_path = storage / "filter_cap.json"
         if not ann_path.is_file() or not self.image_dir.is_dir():
             raise ConfigError(f"dataset '{name}': '{storage}' must contain filter_cap.json and image/ "
-                              "(prepare it with the commands in dataset/README.md)")
+                              "(prepare it with the commands in data_prep/README.md)")
         records = read_annotations(ann_path)
         for field in required_fields:
             lacking = [r["image_id"] for r in records if field not in r]

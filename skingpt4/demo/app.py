@@ -22,7 +22,7 @@ from skingpt4.chat.notices import DISCLAIMER, PHOTO_GUIDELINE
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.demo.loading import ModelLoader
 from skingpt4.demo.uploads import UploadJanitor
-from skingpt4.evaluation.config import CLINICAL_PROMPTS
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 log = logging.getLogger("skingpt4.demo")
 

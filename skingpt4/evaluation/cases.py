@@ -7,7 +7,7 @@
   - a CSV with the column `image` (a path, relative to the CSV's folder) and optional `case_id`, `label`
     (class name or Dermnet folder), `skin_type` (e.g. Fitzpatrick I..VI or DDI I-II/III-IV/V-VI) and
     `concepts` (SKINCON column names separated by ';').
-  - a prepared folder with `filter_cap.json` (`dataset/prepare_*.py` output): records' `image_id` (image in
+  - a prepared folder with `filter_cap.json` (`data_prep/prepare_*.py` output): records' `image_id` (image in
     `image/<image_id>.jpg`), and `label`, `skin_type`, `concepts` when present.
 With `label_from_diagnosis`, a case without `label` but with a fine-grained `diagnosis` (Fitzpatrick17k's
 `label`, DDI's `disease`, as the SKINCON preparation keeps them) gets the class the class extractor reads in

@@ -10,16 +10,8 @@ from omegaconf import OmegaConf
 from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.common import registry
 from skingpt4.common.config import ConfigError, apply_schema
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS, CONCEPT_PROMPT
 
-# DESIGN section 8: the four prompts of one clinical session, asked in this order in one conversation.
-CLINICAL_PROMPTS = (
-    "Could you describe the skin disease in this image for me?",
-    "Please provide a paragraph listing additional features you observed in the image.",
-    "Based on the previous information, please provide a detailed explanation of the cause of this skin disease.",
-    "What treatment and medication should be recommended for this case?",
-)
-# DESIGN section 5: the step-1 (SKINCON) prompt, used to ask for the concepts an image shows.
-CONCEPT_PROMPT = "Could you describe the medical concepts of skin disease in this image for me?"
 
 
 @dataclass

@@ -24,6 +24,7 @@ from skingpt4.models.eva_vit import (VisionConfig, build_eva_vit, eva_checkpoint
                                      ln_vision_to_ours)
 from skingpt4.models.llm import DTYPES, load_llm, load_tokenizer
 from skingpt4.models.qformer import QFormerConfig, build_qformer, lavis_to_ours
+from skingpt4.prompting.tokenize import tokenize_segment
 
 log = logging.getLogger("skingpt4.model")
 
@@ -249,7 +250,7 @@ class SkinGPT4(nn.Module):
 
     # ------------------------------------------------------------------------------------------ text
     def tokenize_segment(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False).input_ids if text else []
+        return tokenize_segment(self.tokenizer, text)
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         return self.llm.get_input_embeddings()(ids.to(self.device))

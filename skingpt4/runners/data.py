@@ -180,7 +180,7 @@ def check_stream_split(name: str, dataset: Any, world_size: int, num_workers: in
         raise ConfigError(
             f"datasets.{name}: {len(dataset.urls)} shard(s) cannot be split over {readers} readers ({world_size} "
             f"process(es) x {max(1, num_workers)} DataLoader worker(s)); every reader needs at least one shard: "
-            "write smaller shards (dataset/write_shards.py --maxcount) or lower run.num_workers")
+            "write smaller shards (data_prep/write_shards.py --maxcount) or lower run.num_workers")
 
 
 class StreamReader(IterableDataset):

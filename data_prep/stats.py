@@ -1,12 +1,12 @@
 """Statistics of a prepared set: concept counts (paper Table 1), class counts (Table 2) and Fitzpatrick
 skin-type counts where known — printed as a table, written as CSV and drawn as a bar chart PNG.
 
-    python dataset/stats.py --src data/prepared/skincon --out data/stats/skincon
+    python data_prep/stats.py --src data/prepared/skincon --out data/stats/skincon
     -> data/stats/skincon/stats.csv (section,name,count) and data/stats/skincon/stats.png
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python dataset/stats.py`
+if __package__ in (None, ""):  # run as `python data_prep/stats.py`
     import sys
     from pathlib import Path as _Path
     sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional
 
-from dataset.common import PrepareError
+from data_prep.common import PrepareError
 from skingpt4.common.config import ConfigError
 from skingpt4.datasets.image_text_pairs import read_annotations
 

@@ -1,8 +1,8 @@
 """Synthetic samples in exactly the public formats, then prepared into training-ready sets — one command:
 
-    python dataset/make_synthetic.py --out data/synthetic
+    python data_prep/make_synthetic.py --out data/synthetic
 
-writes (layout documented in dataset/README.md):
+writes (layout documented in data_prep/README.md):
     raw/skincon/annotations_fitzpatrick17k.csv, raw/skincon/annotations_ddi.csv   (exact SKINCON header)
     raw/fitzpatrick17k/fitzpatrick17k.csv + raw/fitzpatrick17k/images/<md5>.jpg
     raw/ddi/ddi_metadata.csv + raw/ddi/images/000NNN.png
@@ -21,7 +21,7 @@ image, 1 truncated image), so the skip accounting is exercised on every run.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python dataset/make_synthetic.py`
+if __package__ in (None, ""):  # run as `python data_prep/make_synthetic.py`
     import sys
     from pathlib import Path as _Path
     sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
@@ -39,13 +39,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dataset.check_notes import check_notes
-from dataset.common import DEFAULT_MAX_SIDE, PrepareError, prepare_output, write_prepared
-from dataset.prepare_dermnet import load_mapping, prepare_dermnet
-from dataset.prepare_skincon import prepare_skincon
-from dataset.skincon_concepts import CONCEPTS, EXCLUDE_COLUMN
-from dataset.stats import dataset_stats
-from dataset.write_shards import write_shards
+from data_prep.check_notes import check_notes
+from data_prep.common import DEFAULT_MAX_SIDE, PrepareError, prepare_output, write_prepared
+from data_prep.prepare_dermnet import load_mapping, prepare_dermnet
+from data_prep.prepare_skincon import prepare_skincon
+from data_prep.skincon_concepts import CONCEPTS, EXCLUDE_COLUMN
+from data_prep.stats import dataset_stats
+from data_prep.write_shards import write_shards
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
 
 SKIN_TONES = {1: (250, 222, 196), 2: (236, 192, 158), 3: (214, 168, 124), 4: (186, 128, 90), 5: (132, 84, 54), 6: (84, 52, 34)}

@@ -1,17 +1,17 @@
 """Dermnet (Kaggle) -> step-2 training set: each image captioned with its SkinGPT-4 class (DESIGN §7).
 
-    python dataset/prepare_dermnet.py --root dermnet --split train --out data/prepared/dermnet
-    python dataset/prepare_dermnet.py --root dermnet --split test  --out data/prepared/dermnet_test
+    python data_prep/prepare_dermnet.py --root dermnet --split train --out data/prepared/dermnet
+    python data_prep/prepare_dermnet.py --root dermnet --split test  --out data/prepared/dermnet_test
 
 The 23 folders map to the paper's 15 classes + Others through a JSON data file (default:
-dataset/dermnet_mapping.json; pass your own copy with --mapping). Folders the paper does not place go to
+data_prep/dermnet_mapping.json; pass your own copy with --mapping). Folders the paper does not place go to
 Others, or are left out with --drop-ambiguous. A folder the mapping does not know is an error (or, with
 --skip-unknown, skipped and counted): it is never guessed. Each record: image_id, caption, label (class),
 folder, split.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python dataset/prepare_dermnet.py`
+if __package__ in (None, ""):  # run as `python data_prep/prepare_dermnet.py`
     import sys
     from pathlib import Path as _Path
     sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from dataset.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
+from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
                             write_prepared)
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
 

@@ -1,7 +1,7 @@
 """Check a doctors' notes folder in the SkinGPT-4 / MiniGPT-4 format and, optionally, write a clean copy.
 
-    python dataset/check_notes.py --dir notes                       # report only (exit 1 if problems)
-    python dataset/check_notes.py --dir notes --out data/prepared/notes   # also write the usable records
+    python data_prep/check_notes.py --dir notes                       # report only (exit 1 if problems)
+    python data_prep/check_notes.py --dir notes --out data/prepared/notes   # also write the usable records
 
 Format: <dir>/filter_cap.json = {"annotations": [{"image_id": ..., "caption": ...}, ...]} with the images
 in <dir>/image/ (<image_id>.jpg, or any image file whose stem is the image_id). Reported: malformed
@@ -11,7 +11,7 @@ re-encoded like the other prepared sets (RGB, upright, JPEG).
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python dataset/check_notes.py`
+if __package__ in (None, ""):  # run as `python data_prep/check_notes.py`
     import sys
     from pathlib import Path as _Path
     sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
-from dataset.common import (ImageJob, PrepareError, Skips, add_image_args, encode_images, prepare_output,
+from data_prep.common import (ImageJob, PrepareError, Skips, add_image_args, encode_images, prepare_output,
                             print_report, write_prepared)
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
 

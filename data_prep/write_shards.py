@@ -1,7 +1,7 @@
 """Prepared folder -> webdataset `.tar` shards (one `jpg` + one `json` record with the caption per sample),
 for large sets and remote storage (DESIGN §7).
 
-    python dataset/write_shards.py --src data/prepared/skincon --out data/shards/skincon --maxcount 1000
+    python data_prep/write_shards.py --src data/prepared/skincon --out data/shards/skincon --maxcount 1000
 
 Shards are named shard-000000.tar, ...; samples keep the folder's (sorted) order and fixed tar metadata, so
 the same folder always gives byte-identical shards. shards.json lists the shards and the sample count.
@@ -9,7 +9,7 @@ Point a `webdataset` dataset at the output folder (docs/datasets.md).
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python dataset/write_shards.py`
+if __package__ in (None, ""):  # run as `python data_prep/write_shards.py`
     import sys
     from pathlib import Path as _Path
     sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
@@ -23,7 +23,7 @@ from typing import Any
 import webdataset as wds
 from PIL import Image
 
-from dataset.common import PrepareError, write_json
+from data_prep.common import PrepareError, write_json
 from skingpt4.datasets.image_text_pairs import index_images, read_annotations
 from skingpt4.common.config import ConfigError
 
@@ -57,7 +57,7 @@ def write_shards(src: Path, out: Path, maxcount: int = 1000, overwrite: bool = F
     missing = [r["image_id"] for r in records if str(r.get("image", r["image_id"])) not in files]
     if missing:
         raise PrepareError(f"{len(missing)} records of '{src}' have no image in image/ (first: {missing[0]!r}); "
-                           "check the folder with dataset/check_notes.py")
+                           "check the folder with data_prep/check_notes.py")
     keys = set()
     with wds.ShardWriter(str(Path(out) / "shard-%06d.tar"), maxcount=maxcount, verbose=0, mtime=0) as sink:
         for record in sorted(records, key=lambda r: str(r["image_id"])):

@@ -1,0 +1,11 @@
+"""The questions the project asks of a skin photo (docs/prompts.md): the paper's four clinical prompts, asked in
+this order in one conversation, and the step-1 concept question."""
+
+CLINICAL_PROMPTS = (
+    "Could you describe the skin disease in this image for me?",
+    "Please provide a paragraph listing additional features you observed in the image.",
+    "Based on the previous information, please provide a detailed explanation of the cause of this skin disease.",
+    "What treatment and medication should be recommended for this case?",
+)
+# The step-1 (SKINCON) training prompt, used to ask for the concepts an image shows.
+CONCEPT_PROMPT = "Could you describe the medical concepts of skin disease in this image for me?"
