@@ -27,7 +27,6 @@ if __package__ in (None, ""):  # run as `python data_prep/make_synthetic.py`
     sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
 
 import argparse
-import colorsys
 import csv
 import hashlib
 import io
@@ -37,7 +36,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from data_prep.check_notes import check_notes
 from data_prep.common import DEFAULT_MAX_SIDE, PrepareError, prepare_output, write_prepared
@@ -47,85 +46,16 @@ from data_prep.skincon_concepts import CONCEPTS, EXCLUDE_COLUMN
 from data_prep.stats import dataset_stats
 from data_prep.write_shards import write_shards
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
+from skingpt4.models.tiny_world import PATTERNS, concept_image, lesion_image
 
-SKIN_TONES = {1: (250, 222, 196), 2: (236, 192, 158), 3: (214, 168, 124), 4: (186, 128, 90), 5: (132, 84, 54), 6: (84, 52, 34)}
-CONCEPT_COLORS = [(200, 30, 30), (30, 150, 40), (30, 60, 200), (235, 205, 20), (140, 40, 170), (15, 15, 15),
-                  (245, 245, 245), (240, 130, 20)]
-SHAPES = ("disk", "square", "triangle", "ring", "cross", "diamond")
-PATTERNS = ("dots", "rings", "blob", "stripes")
 FITZPATRICK_HEADER = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label",
                       "three_partition_label", "qc", "url", "url_alphanum"]
 DDI_HEADER = ["", "DDI_ID", "DDI_file", "skin_tone", "malignant", "disease"]
 SKINCON_HEADER = ["", "ImageID", *CONCEPTS, EXCLUDE_COLUMN]
+# The doctors' note of a synthetic notes image (the tiny LLM's corpus says it the same way).
+NOTE_CAPTION = ("The image shows {phrase}. The affected skin shows a {pattern} pattern. A dermatologist should "
+                "confirm the diagnosis and advise on treatment.")
 DIAGNOSES = ["psoriasis", "eczema", "basal cell carcinoma", "melanoma", "seborrheic keratosis", "acne vulgaris"]
-
-
-# ---------------------------------------------------------------- drawing
-def skin_background(rng: np.random.Generator, size: int, skin_type: int) -> Image.Image:
-    base = np.array(SKIN_TONES[skin_type], dtype=np.float32)
-    noise = rng.normal(0, 6, (size, size, 1)).astype(np.float32)
-    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
-
-
-def draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int], color) -> None:
-    x0, y0, x1, y1 = box
-    cx, cy, w = (x0 + x1) // 2, (y0 + y1) // 2, x1 - x0
-    if shape == "disk":
-        draw.ellipse(box, fill=color)
-    elif shape == "square":
-        draw.rectangle(box, fill=color)
-    elif shape == "triangle":
-        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=color)
-    elif shape == "ring":
-        draw.ellipse(box, outline=color, width=max(3, w // 6))
-    elif shape == "cross":
-        draw.rectangle((x0, cy - w // 6, x1, cy + w // 6), fill=color)
-        draw.rectangle((cx - w // 6, y0, cx + w // 6, y1), fill=color)
-    else:  # diamond
-        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=color)
-
-
-def concept_image(rng: np.random.Generator, size: int, skin_type: int, concepts: list[str]) -> Image.Image:
-    """One glyph per concept (shape = index % 6, colour = index // 6), one per quadrant, jittered."""
-    img = skin_background(rng, size, skin_type)
-    draw = ImageDraw.Draw(img)
-    cells = rng.permutation(4)
-    half = size // 2
-    for concept, cell in zip(concepts, cells):
-        k = list(CONCEPTS).index(concept)
-        side = int(rng.integers(half * 5 // 10, half * 8 // 10))
-        x = (cell % 2) * half + int(rng.integers(0, half - side + 1))
-        y = (cell // 2) * half + int(rng.integers(0, half - side + 1))
-        draw_shape(draw, SHAPES[k % 6], (x, y, x + side, y + side), CONCEPT_COLORS[k // 6])
-    return img
-
-
-def pattern_image(rng: np.random.Generator, size: int, skin_type: int, folder_index: int) -> Image.Image:
-    """Lesion colour from the folder's hue, pattern = folder index % 4, with random placement and counts."""
-    img = skin_background(rng, size, skin_type)
-    draw = ImageDraw.Draw(img)
-    # 12 hues x 2 brightness levels: a distinct, saturated colour for each of up to 24 folders
-    r, g, b = colorsys.hsv_to_rgb((folder_index % 12) / 12, 0.9, 0.95 if folder_index % 24 < 12 else 0.5)
-    color = (int(r * 255), int(g * 255), int(b * 255))
-    pattern = PATTERNS[folder_index % len(PATTERNS)]
-    if pattern == "dots":
-        for _ in range(int(rng.integers(12, 25))):
-            x, y, rad = int(rng.integers(0, size)), int(rng.integers(0, size)), int(rng.integers(size // 40, size // 16))
-            draw.ellipse((x - rad, y - rad, x + rad, y + rad), fill=color)
-    elif pattern == "rings":
-        cx, cy = int(rng.integers(size // 3, 2 * size // 3)), int(rng.integers(size // 3, 2 * size // 3))
-        for rad in range(size // 10, size // 2, size // 10):
-            draw.ellipse((cx - rad, cy - rad, cx + rad, cy + rad), outline=color, width=max(2, size // 40))
-    elif pattern == "blob":
-        cx, cy = int(rng.integers(size // 3, 2 * size // 3)), int(rng.integers(size // 3, 2 * size // 3))
-        points = [(cx + np.cos(a) * rad, cy + np.sin(a) * rad) for a, rad in
-                  zip(np.linspace(0, 2 * np.pi, 12, endpoint=False), rng.uniform(size / 6, size / 3, 12))]
-        draw.polygon([(int(x), int(y)) for x, y in points], fill=color)
-    else:  # stripes
-        offset, step = int(rng.integers(0, size // 8)), size // 8
-        for x in range(-size + offset, size, step):
-            draw.line((x, 0, x + size, size), fill=color, width=max(2, size // 30))
-    return img
 
 
 # ---------------------------------------------------------------- raw formats
@@ -163,7 +93,7 @@ def make_skincon(raw: Path, n_fitzpatrick: int, n_ddi: int, size: int, seed: int
             file = f"{ddi_id:06d}.png"
             tone = ("12", "34", "56")[(skin_type - 1) // 2]
             ddi_meta.append([len(ddi_meta), ddi_id, file, tone, "TRUE" if i % 3 == 0 else "FALSE", DIAGNOSES[i % 6]])
-        image = concept_image(rng, size, skin_type, concepts)
+        image = concept_image(rng, size, skin_type, [concept_names.index(c) for c in concepts])
         folder = fitz_images if source == "fitzpatrick17k" else ddi_images
         if i == 9:
             pass                                                    # image never written: "missing"
@@ -193,7 +123,7 @@ def make_dermnet(raw: Path, per_folder: dict[str, int], size: int, seed: int) ->
             out = raw / "dermnet" / split / folder
             out.mkdir(parents=True)
             for j in range(count):
-                image = pattern_image(rng, size, int(rng.integers(1, 7)), index)
+                image = lesion_image(rng, size, int(rng.integers(1, 7)), index)
                 image.save(out / f"synthetic-{split}-{index:02d}-{j:04d}.jpg", quality=92)
 
 
@@ -209,11 +139,10 @@ def make_notes(raw: Path, per_class: int, size: int, seed: int) -> None:
         folder = next(f for f in folders if mapping["folders"][f] == label)
         for j in range(per_class):
             image_id = f"note_{folders.index(folder):02d}_{j:03d}"
-            pattern_image(rng, size, int(rng.integers(1, 7)), folders.index(folder)).save(
+            lesion_image(rng, size, int(rng.integers(1, 7)), folders.index(folder)).save(
                 image_dir / f"{image_id}.jpg", quality=92)
-            annotations.append({"image_id": image_id, "caption": (
-                f"The image shows {phrase}. The affected skin shows a {PATTERNS[folders.index(folder) % 4]} "
-                f"pattern. A dermatologist should confirm the diagnosis and advise on treatment.")})
+            annotations.append({"image_id": image_id, "caption": NOTE_CAPTION.format(
+                phrase=phrase, pattern=PATTERNS[folders.index(folder) % len(PATTERNS)])})
     (raw / "notes" / "filter_cap.json").write_text(json.dumps({"annotations": annotations}, indent=1) + "\n")
 
 

@@ -1,89 +1,120 @@
-"""Tiny random-weight assets in the real file formats, so the whole pipeline runs in seconds on a CPU with no
-download: `eva_vit_g.pth` (bare EVA state dict, one block more than used, as the release), a LAVIS-format
-`blip2_pretrained.pth` (with the text-only Q-Former parts and `t5_proj` that loading must skip), a SkinGPT-4-format
-`projection.pth` (used by the tiny chat/eval configs so their answers are reproducible), and `llm/`, a
-random `LlamaForCausalLM` with a sentencepiece BPE tokenizer trained here on a small built-in corpus.
+"""Tiny pretrained SkinGPT-4 assets in the real file formats, built on a CPU in about a minute, no download:
 
     python -m skingpt4.models.tiny --out tiny_assets
 
-The tiny model checks the plumbing; it knows nothing about skin.
+  eva_vit_g.pth         the tiny vision encoder (bare EVA state dict, one block more than used, as the release);
+                        seeded random weights, frozen (as EVA-ViT-g is frozen in BLIP-2)
+  blip2_pretrained.pth  LAVIS format: the tiny Q-Former + query tokens + ln_vision, pretrained on the synthetic
+                        world (tiny_encoders.py), with the text-only parts and `t5_proj` that loading must skip
+  llm/                  a tiny LlamaForCausalLM pretrained on clinical conversations (tiny_corpus.py, tiny_llm.py)
+                        and its sentencepiece BPE tokenizer, trained here on the same corpus
+  projection.pth        a fixed random (untrained) projection in the SkinGPT-4 checkpoint format
+  build.json            the recipe, its fingerprint and what the build measured (probe, losses)
+
+The build is seeded (the same recipe on the same torch version and thread count gives the same files) and
+cached: when `--out` already holds a build of the same recipe fingerprint (recipe + the source of the modules
+and data files that define the world), nothing is rebuilt. docs/model.md ("The tiny model") says what the
+tiny model is and is not; it is not a medical model.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import io
 import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from skingpt4.models.eva_vit import VisionConfig, build_eva_vit
-from skingpt4.models.qformer import QFormerConfig, build_qformer, ours_to_lavis
+from skingpt4.models.qformer import QFormerConfig, ours_to_lavis
+from skingpt4.models.tiny_encoders import EncoderRecipe, TinyEncoders, pretrain_encoders, probe_world
+from skingpt4.models.tiny_llm import LLMRecipe
 
 TINY_VISION = VisionConfig(image_size=224, patch_size=14, width=64, depth=2, num_heads=4, mlp_hidden=128)
 TINY_QFORMER = QFormerConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)
 TINY_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=4, max_position_embeddings=1024, rms_norm_eps=1e-6)
-TINY_VOCAB = 600
-
-# Words the tokenizer should know as whole pieces: the prompt formats, the four clinical prompts, concepts, classes.
-_CORPUS_LINES = [
-    "###Human: <Img><ImageHere></Img> Could you describe the medical concepts of skin disease in this image for me? ###Assistant: ",
-    "###Human: <Img><ImageHere></Img> What's wrong with my skin? ###Assistant: ",
-    "###Human: <Img><ImageHere></Img> Could you describe the skin disease in this image for me? ###Assistant: ",
-    "Please provide a paragraph listing additional features you observed in the image.",
-    "Based on the previous information, please provide a detailed explanation of the cause of this skin disease.",
-    "What treatment and medication should be recommended for this case?",
-    "[INST] <<SYS>> You are a helpful dermatology assistant. <</SYS>> [/INST] ### Instruction: ### Response:",
-    "Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I provide it to you. "
-    "Please answer my questions.",
-    "This lesion shows erythema, plaque and scale. The lesion shows papule, pustule, nodule, macule, patch, ulcer, "
-    "crust, erosion, vesicle, bulla, atrophy, scar, telangiectasia, hyperpigmentation, hypopigmentation, purpura.",
-    "The skin disease in this image is likely acne and rosacea, malignant lesions, dermatitis, bullous disease, "
-    "bacterial infections, light diseases, connective tissue diseases, benign tumors, melanoma skin cancer, nevi, "
-    "moles, fungal infections, psoriasis and lichen planus, infestations and bites, urticaria hives, vascular "
-    "tumors, herpes, or others. It is not a diagnosis; please consult a qualified dermatologist.",
-]
+BUILD_FILE = "build.json"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# What defines the tiny world: a change to any of these makes a new recipe fingerprint (and a rebuild).
+WORLD_SOURCES = ["skingpt4/models/tiny.py", "skingpt4/models/tiny_world.py", "skingpt4/models/tiny_encoders.py",
+                 "skingpt4/models/tiny_corpus.py", "skingpt4/models/tiny_corpus.json", "skingpt4/models/tiny_llm.py",
+                 "skingpt4/prompting/templates.py", "skingpt4/prompting/clinical.py", "data_prep/dermnet_mapping.json",
+                 "data_prep/skincon_concepts.py", "data_prep/make_synthetic.py", "prompts/step1.txt",
+                 "prompts/step2.txt"]
 
 
-def tiny_corpus() -> str:
-    return "\n".join(_CORPUS_LINES * 20) + "\n"
+@dataclass
+class TinyRecipe:
+    seed: int = 0
+    pretrain: bool = True            # False: random encoders and LLM (plumbing only, seconds)
+    vocab_size: int = 1000
+    tokenizer_dialogues: int = 3000  # sampled dialogues whose text trains the tokenizer
+    encoders: EncoderRecipe = field(default_factory=EncoderRecipe)
+    llm: LLMRecipe = field(default_factory=LLMRecipe)
+
+    @classmethod
+    def small(cls, seed: int = 0) -> "TinyRecipe":
+        """A smaller version of the same world for the test suite (about half the build time)."""
+        return cls(seed=seed, encoders=EncoderRecipe(images=800, steps=300), llm=LLMRecipe(steps=150))
 
 
-def train_tokenizer(out_dir: Path) -> Path:
+def fingerprint(recipe: TinyRecipe) -> str:
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode())
+    digest.update(f"torch {torch.__version__}".encode())
+    for name in WORLD_SOURCES:
+        digest.update(name.encode() + b"\0" + (PROJECT_ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def is_built(out_dir: str | Path, recipe: TinyRecipe) -> bool:
+    build = Path(out_dir) / BUILD_FILE
+    try:
+        return json.loads(build.read_text())["fingerprint"] == fingerprint(recipe)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- parts
+def train_tokenizer(out_dir: Path, lines: list[str], vocab_size: int) -> Path:
     """A Llama-style sentencepiece BPE model (unk=0, bos=1, eos=2, byte fallback), deterministic."""
     import sentencepiece as spm
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(tiny_corpus().splitlines()), model_writer=model, vocab_size=TINY_VOCAB,
-        model_type="bpe", byte_fallback=True, character_coverage=1.0, num_threads=1, hard_vocab_limit=False,
+        sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, num_threads=1, hard_vocab_limit=False,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_prefix=True, split_digits=True,
         remove_extra_whitespaces=False, normalization_rule_name="identity", minloglevel=2,
     )
     path = out_dir / "tokenizer.model"
     path.write_bytes(model.getvalue())
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+         "add_bos_token": True, "add_eos_token": False, "legacy": True, "model_max_length": 1024}, indent=1))
     return path
 
 
-def build_tiny_assets(out_dir: str | Path, seed: int = 0) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    out = Path(out_dir)
-    (out / "llm").mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
-
-    # EVA file: one unused block more than the model uses, like the released 40-block eva_vit_g.pth.
-    vit = build_eva_vit(VisionConfig(**{**TINY_VISION.__dict__, "depth": TINY_VISION.depth + 1}))
-    vit_sd = {k: v for k, v in vit.state_dict().items() if not k.startswith("norm.")}  # ln_vision is BLIP-2's
+def save_encoders(encoders: TinyEncoders, out: Path, seed: int) -> None:
+    """eva_vit_g.pth (EVA names, one extra unused block) and blip2_pretrained.pth (LAVIS names + extras)."""
+    vit_sd = {k: v for k, v in encoders.visual_encoder.state_dict().items() if not k.startswith("norm.")}
+    torch.manual_seed(seed + 1)
+    extra = build_eva_vit(dataclasses.replace(TINY_VISION, depth=TINY_VISION.depth + 1)).state_dict()
+    vit_sd.update({k: v for k, v in extra.items() if k.startswith(f"blocks.{TINY_VISION.depth}.")})
     torch.save(vit_sd, out / "eva_vit_g.pth")
-
-    qformer = build_qformer(TINY_QFORMER, TINY_VISION.width)
-    blip2 = ours_to_lavis(qformer.state_dict())
-    width, hidden = TINY_VISION.width, TINY_QFORMER.hidden_size
+    hidden = TINY_QFORMER.hidden_size
+    blip2 = ours_to_lavis(encoders.qformer.state_dict())
     blip2.update({
-        "query_tokens": torch.randn(1, TINY_QFORMER.num_query_tokens, hidden) * 0.02,
-        "ln_vision.weight": 1 + 0.1 * torch.randn(width), "ln_vision.bias": 0.1 * torch.randn(width),
+        "query_tokens": encoders.query_tokens.detach().clone(),
+        "ln_vision.weight": encoders.visual_encoder.norm.weight.detach().clone(),
+        "ln_vision.bias": encoders.visual_encoder.norm.bias.detach().clone(),
         # parts of the real file that SkinGPT-4 does not use:
         "Qformer.bert.embeddings.word_embeddings.weight": torch.randn(100, hidden) * 0.02,
         "Qformer.bert.embeddings.position_embeddings.weight": torch.randn(64, hidden) * 0.02,
@@ -95,31 +126,121 @@ def build_tiny_assets(out_dir: str | Path, seed: int = 0) -> Path:
     })
     torch.save({"model": blip2}, out / "blip2_pretrained.pth")
 
-    # A fixed projection in the SkinGPT-4 checkpoint format, so chat with the tiny model is reproducible.
+
+class _Progress:
+    """One progress bar per training stage, on stderr (tqdm), with the running loss."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def stage(self, total: int, what: str):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=what, unit="step", disable=not self.enabled, file=sys.stderr, leave=True)
+        losses: list[float] = []
+
+        def update(step: int, loss: float) -> None:
+            losses.append(loss)
+            bar.update(1)
+            if step % 10 == 0 or step == total:
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if step == total:
+                bar.close()
+        return update, losses
+
+
+# ---------------------------------------------------------------------------------------------- build
+def build_tiny_assets(out_dir: str | Path, seed: int = 0, recipe: Optional[TinyRecipe] = None,
+                      progress: bool = False, log=None) -> Path:
+    """Build (or find already built) the tiny assets of `recipe` (default: the full recipe with `seed`)."""
+    recipe = recipe or TinyRecipe(seed=seed)
+    out = Path(out_dir)
+    if is_built(out, recipe):
+        (log or (lambda m: None))(f"tiny assets in {out} are up to date (recipe {fingerprint(recipe)[:12]})")
+        return out
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "llm").mkdir(parents=True)
+    with torch.random.fork_rng():
+        report = _build(partial, recipe, _Progress(progress))
+    (partial / "README.txt").write_text(
+        "Tiny SkinGPT-4 assets: a frozen vision encoder and Q-Former and a tiny Llama pretrained on a synthetic "
+        "world, for the tests, the main job and the tiny demo. Not a medical model. Made by "
+        "`python -m skingpt4.models.tiny`; build.json says how.\n")
+    (partial / BUILD_FILE).write_text(json.dumps({"fingerprint": fingerprint(recipe),
+                                                  "recipe": dataclasses.asdict(recipe), **report}, indent=1) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
+    return out
+
+
+def _build(out: Path, recipe: TinyRecipe, progress: _Progress) -> dict:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from skingpt4.models.llm import load_tokenizer
+    from skingpt4.models.tiny_corpus import Corpus
+    from skingpt4.models.tiny_llm import SlotCodes, oracle_check, pretrain_llm
+    from skingpt4.prompting.clinical import CLINICAL_PROMPTS
+
+    started, report = time.perf_counter(), {}
+    torch.manual_seed(recipe.seed)
+    # Encoders: the frozen random vision encoder, then (pretrained) Q-Former + query tokens + ln_vision.
+    if recipe.pretrain:
+        update, losses = progress.stage(recipe.encoders.steps, "tiny Q-Former on the synthetic world")
+        encoders = pretrain_encoders(TINY_VISION, TINY_QFORMER, recipe.encoders, recipe.seed, update)
+        report["encoder_loss"] = {"first": losses[0], "last": sum(losses[-20:]) / len(losses[-20:])}
+    else:
+        encoders = TinyEncoders(TINY_VISION, TINY_QFORMER).eval()
+    report["probe_held_out"] = probe_world(encoders, TINY_VISION.image_size, seed=recipe.seed + 7)
+    report["probe_chance"] = {"folders": 1 / 23, "concepts": 1 / 48}
+    save_encoders(encoders, out, recipe.seed)
+
+    # A fixed untrained projection in the SkinGPT-4 checkpoint format.
     proj = torch.nn.Linear(TINY_QFORMER.hidden_size, TINY_LLM["hidden_size"])
     torch.save({"model": {"llama_proj.weight": proj.weight.detach(), "llama_proj.bias": proj.bias.detach()},
                 "epoch": 0}, out / "projection.pth")
 
-    train_tokenizer(out / "llm")
-    import sentencepiece as spm
+    # Tokenizer and LLM.
+    corpus = Corpus()
+    train_tokenizer(out / "llm", corpus.tokenizer_lines(recipe.tokenizer_dialogues, recipe.seed), recipe.vocab_size)
+    tokenizer = load_tokenizer(str(out / "llm"), key="tiny tokenizer")
+    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=None, **TINY_LLM)
+    torch.manual_seed(recipe.seed)
+    llm = LlamaForCausalLM(config)
+    if recipe.pretrain:
+        codes = SlotCodes(corpus.cues, TINY_LLM["hidden_size"], recipe.seed)
+        update, losses = progress.stage(recipe.llm.steps, "tiny LLM on the clinical corpus")
+        pretrain_llm(llm, tokenizer, corpus, codes, recipe.llm, recipe.seed, TINY_QFORMER.num_query_tokens, update)
+        report["llm_loss"] = {"first": losses[0], "last": sum(losses[-20:]) / len(losses[-20:])}
+        check = oracle_check(llm, tokenizer, corpus, codes, CLINICAL_PROMPTS[0], TINY_QFORMER.num_query_tokens)
+        report["llm_reads_clean_slot_accuracy"] = check["accuracy"]
+        report["llm_example_reply"] = next(iter(check["replies"].values()))
+    llm.save_pretrained(out / "llm")
+    report["seconds"] = time.perf_counter() - started
+    return report
 
-    vocab = spm.SentencePieceProcessor(model_file=str(out / "llm" / "tokenizer.model")).get_piece_size()
-    config = LlamaConfig(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=None, **TINY_LLM)
-    LlamaForCausalLM(config).save_pretrained(out / "llm")
-    (out / "llm" / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-         "add_bos_token": True, "add_eos_token": False, "legacy": True, "model_max_length": 1024}, indent=1))
-    (out / "README.txt").write_text("Tiny random-weight SkinGPT-4 assets for tests and the plumbing demo; not a "
-                                    "medical model. Made by `python -m skingpt4.models.tiny`.\n")
-    return out
 
-
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="tiny_assets", help="output directory (default: tiny_assets)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(f"tiny SkinGPT-4 assets written to {build_tiny_assets(args.out, args.seed)}")
+    parser.add_argument("--small", action="store_true", help="the test suite's smaller recipe")
+    parser.add_argument("--random", action="store_true", help="no pretraining: random weights (plumbing only)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    recipe = TinyRecipe.small(args.seed) if args.small else TinyRecipe(seed=args.seed)
+    recipe.pretrain = not args.random
+    out = build_tiny_assets(args.out, recipe=recipe, progress=not args.no_progress, log=print)
+    build = json.loads((out / BUILD_FILE).read_text())
+    probe = build["probe_held_out"]
+    print(f"tiny SkinGPT-4 assets in {out} (recipe {build['fingerprint'][:12]}, built in {build['seconds']:.0f} s)")
+    print(f"  Q-Former outputs, held-out nearest-centroid probe: Dermnet looks {probe['folders']:.1%} "
+          f"(chance {1 / 23:.1%}), concept glyphs {probe['concepts']:.1%} (chance {1 / 48:.1%})")
+    if "llm_loss" in build:
+        print(f"  LLM loss {build['llm_loss']['first']:.2f} -> {build['llm_loss']['last']:.3f}; given a clean image "
+              f"code it names the class in {build['llm_reads_clean_slot_accuracy']:.0%} of the classes, e.g. "
+              f"{build['llm_example_reply']!r}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,178 @@
+"""Pretraining the tiny Llama on the tiny corpus (tiny_corpus.py), so that it speaks the project's clinical
+language and reads its image slot.
+
+A real LLM arrives knowing words; the projection of SkinGPT-4 learns to put into the image positions something
+the LLM can read. The tiny LLM learns both here. Every cue a synthetic image can show (a class, a lesion
+pattern, a SKINCON concept) has a fixed random code vector (`SlotCodes`, seeded, RMS 1, never saved); in each
+pretraining dialogue the 32 image positions hold a noisy, randomly weighted and scaled mixture of the codes of
+the cues the image shows, and the LLM learns to answer accordingly. Later the projection -- the only trained
+part of SkinGPT-4 -- must learn, from images alone, to write such codes into the slot; an untrained projection
+writes noise, and the LLM then says the sentences of whichever class that noise resembles.
+
+The loss is the language-model loss on every token after the image positions (questions and answers in both
+layouts); the text before the image is the same in every dialogue of a layout.
+"""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from skingpt4.models.tiny_corpus import Corpus, Dialogue
+from skingpt4.prompting.tokenize import tokenize_segment
+
+IGNORE = -100
+
+
+@dataclass
+class LLMRecipe:
+    steps: int = 300
+    batch_size: int = 24
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    micro_tokens: int = 3000   # a batch is sorted by length and run in micro-batches of about this many tokens
+    min_gain: float = 0.3      # the slot's code is scaled by a random gain in [min_gain, max_gain] (log-uniform)
+    max_gain: float = 3.0
+    max_noise: float = 0.6     # plus Gaussian noise of a random std in [0, max_noise] x gain
+
+
+class SlotCodes:
+    """A fixed random code vector (RMS 1) per cue, and noisy slots made of them."""
+
+    def __init__(self, cues: Sequence[str], hidden: int, seed: int):
+        generator = torch.Generator().manual_seed(seed)
+        self.index = {cue: i for i, cue in enumerate(cues)}
+        self.codes = torch.randn(len(cues), hidden, generator=generator)
+
+    def clean(self, cues: Sequence[str], positions: int) -> torch.Tensor:
+        """[positions, hidden]: the plain mean of the cues' codes at every position."""
+        return self.codes[[self.index[c] for c in cues]].mean(0).expand(positions, -1).clone()
+
+    def noisy(self, cues: Sequence[str], positions: int, recipe: LLMRecipe, generator: torch.Generator) -> torch.Tensor:
+        codes = self.codes[[self.index[c] for c in cues]]                         # [k, hidden]
+        weights = torch.rand(positions, len(cues), generator=generator) * 0.8 + 0.2
+        mix = (weights / weights.sum(1, keepdim=True)) @ codes                    # [positions, hidden]
+        span = math.log(recipe.max_gain / recipe.min_gain)
+        gain = recipe.min_gain * math.exp(span * torch.rand(1, generator=generator).item())
+        noise = recipe.max_noise * torch.rand(1, generator=generator).item()
+        return gain * (mix + noise * torch.randn(mix.shape, generator=generator))
+
+
+class Tokenized:
+    """Token ids of a dialogue's segments, memoised (the corpus repeats its sentences)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._ids: dict[str, list[int]] = {}
+
+    def __call__(self, text: str) -> list[int]:
+        if text not in self._ids:
+            self._ids[text] = tokenize_segment(self.tokenizer, text)
+        return self._ids[text]
+
+    def layout(self, dialogue: Dialogue) -> tuple[list[int], list[int]]:
+        """(BOS + before, after) token ids."""
+        after = [i for segment in dialogue.after for i in self(segment)]
+        return [self.tokenizer.bos_token_id] + self(dialogue.before), after
+
+
+def batch_inputs(llm, tokens: Tokenized, dialogues: Sequence[Dialogue], slots: Sequence[torch.Tensor]) -> dict:
+    """inputs_embeds / attention_mask / labels for [BOS | before | slot | after], right-padded."""
+    rows = [tokens.layout(d) for d in dialogues]
+    n_slot = slots[0].shape[0]
+    length = max(len(b) + n_slot + len(a) for b, a in rows)
+    pad = tokens.tokenizer.pad_token_id
+    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for r, (before, after) in enumerate(rows):
+        start, end = len(before), len(before) + n_slot
+        ids[r, :start] = torch.tensor(before)
+        ids[r, end:end + len(after)] = torch.tensor(after)
+        labels[r, end:end + len(after)] = torch.tensor(after)
+        mask[r, :end + len(after)] = 1
+    embeds = llm.get_input_embeddings()(ids).clone()
+    for r, (before, _) in enumerate(rows):
+        embeds[r, len(before):len(before) + n_slot] = slots[r]
+    return {"inputs_embeds": embeds, "attention_mask": mask, "labels": labels}
+
+
+def pretrain_llm(llm, tokenizer, corpus: Corpus, codes: SlotCodes, recipe: LLMRecipe, seed: int,
+                 n_slot: int = 32, progress: Optional[Callable[[int, float], None]] = None) -> None:
+    """Train `llm` in place on seeded corpus batches; leaves it in eval mode."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    stream = corpus.stream(seed)
+    tokens = Tokenized(tokenizer)
+    optimizer = torch.optim.AdamW(llm.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.0)
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup_steps:
+            return recipe.lr * (step + 1) / recipe.warmup_steps
+        done = (step - recipe.warmup_steps) / max(1, recipe.steps - recipe.warmup_steps)
+        return recipe.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done)))
+
+    llm.train()
+    for step in range(recipe.steps):
+        dialogues = [next(stream) for _ in range(recipe.batch_size)]
+        slots = [codes.noisy(d.cues, n_slot, recipe, generator) for d in dialogues]
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step)
+        optimizer.zero_grad(set_to_none=True)
+        chunks = _micro_batches([sum(map(len, tokens.layout(d))) + n_slot for d in dialogues], recipe.micro_tokens)
+        counts = [sum(len(tokens.layout(dialogues[i])[1]) for i in chunk) for chunk in chunks]
+        loss = 0.0
+        for chunk, count in zip(chunks, counts):  # token-weighted mean over the whole batch
+            part = llm(**batch_inputs(llm, tokens, [dialogues[i] for i in chunk], [slots[i] for i in chunk])).loss
+            (part * count / sum(counts)).backward()
+            loss += part.item() * count / sum(counts)
+        torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
+        optimizer.step()
+        if progress is not None:
+            progress(step + 1, loss)
+    llm.eval()
+
+
+def _micro_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices grouped by similar length, each group's padded size (count x longest) within `budget`."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    groups: list[list[int]] = [[]]
+    for i in order:
+        if groups[-1] and (len(groups[-1]) + 1) * lengths[i] > budget:
+            groups.append([])
+        groups[-1].append(i)
+    return groups
+
+
+@torch.no_grad()
+def greedy_reply(llm, tokenizer, corpus: Corpus, slot: torch.Tensor, question: str, max_new_tokens: int = 40) -> str:
+    """The LLM's greedy chat reply to one question about an image whose slot is given."""
+    template = corpus.formats.chat
+    before, after = template.split_at_image(template.render([], question))
+    tokens = Tokenized(tokenizer)
+    head = [tokenizer.bos_token_id] + tokens(before)
+    tail = tokens(after)
+    embed = llm.get_input_embeddings()
+    embeds = torch.cat([embed(torch.tensor([head]))[0], slot.to(embed.weight.dtype), embed(torch.tensor([tail]))[0]])
+    out = llm.generate(inputs_embeds=embeds[None], attention_mask=torch.ones(1, len(embeds), dtype=torch.long),
+                       max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                       stop_strings=list(template.stop_strings) or None, tokenizer=tokenizer)
+    return template.clean_reply(tokenizer.decode(out[0], skip_special_tokens=True))
+
+
+def oracle_check(llm, tokenizer, corpus: Corpus, codes: SlotCodes, question: str, n_slot: int = 32,
+                 seed: int = 0) -> dict:
+    """How well the LLM reads a clean code: the share of classes whose greedy answer to `question` names the
+    class (read by the evaluation's class extractor), and one reply per class."""
+    from skingpt4.evaluation.extract import ClassExtractor
+
+    extractor, rng, replies = ClassExtractor(), random.Random(seed), {}
+    for label in corpus.phrases:
+        pattern = rng.choice(corpus.patterns[label])
+        replies[label] = greedy_reply(llm, tokenizer, corpus, codes.clean((f"class:{label}", f"pattern:{pattern}"),
+                                                                            n_slot), question)
+    correct = sum(extractor.extract(reply).label == label for label, reply in replies.items())
+    return {"accuracy": correct / len(replies), "replies": replies}
