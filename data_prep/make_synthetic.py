@@ -41,7 +41,7 @@ from PIL import Image
 from data_prep.check_notes import check_notes
 from data_prep.common import DEFAULT_MAX_SIDE, PrepareError, prepare_output, write_prepared
 from data_prep.prepare_dermnet import load_mapping, prepare_dermnet
-from data_prep.prepare_skincon import prepare_skincon
+from data_prep.prepare_skincon import ROMAN, prepare_skincon
 from data_prep.skincon_concepts import CONCEPTS, EXCLUDE_COLUMN
 from data_prep.stats import dataset_stats
 from data_prep.write_shards import write_shards
@@ -109,22 +109,60 @@ def make_skincon(raw: Path, n_fitzpatrick: int, n_ddi: int, size: int, seed: int
     write_csv(raw / "ddi" / "ddi_metadata.csv", DDI_HEADER, ddi_meta)
 
 
+def make_skincon_test(out: Path, n: int, size: int, seed: int) -> None:
+    """Held-out SKINCON-style cases (SKINCON itself has no split): images drawn like the step-1 rows, listed in
+    a cases CSV with their concepts and skin type (`case_id,image,skin_type,concepts`)."""
+    rng, pick = np.random.default_rng(seed + 3), random.Random(seed + 3)
+    concept_names = list(CONCEPTS)
+    (out / "skincon_test").mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        concepts = sorted({concept_names[(7 * i) % len(concept_names)], *pick.sample(concept_names, pick.randint(0, 2))},
+                          key=concept_names.index)
+        skin_type = pick.randint(1, 6)
+        file = f"skincon_test/synthetic-skincon-{i:04d}.jpg"
+        concept_image(rng, size, skin_type, [concept_names.index(c) for c in concepts]).save(out / file, quality=92)
+        rows.append([f"skincon_test_{i:04d}", file, ROMAN[skin_type], ";".join(concepts)])
+    write_csv(out / "skincon_test.csv", ["case_id", "image", "skin_type", "concepts"], rows)
+
+
 def _jpeg(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=92)
     return out.getvalue()
 
 
-def make_dermnet(raw: Path, per_folder: dict[str, int], size: int, seed: int) -> None:
+def class_folders(mapping: dict) -> dict[str, list[int]]:
+    """Class -> the indices (in sorted-name order, which sets their look) of the Dermnet folders feeding it."""
+    folders = sorted(mapping["folders"])
+    out: dict[str, list[int]] = {label: [] for label in mapping["classes"]}
+    for index, folder in enumerate(folders):
+        if mapping["folders"][folder] is not None:
+            out[mapping["folders"][folder]].append(index)
+    return out
+
+
+def make_dermnet(raw: Path, per_class: dict[str, int], size: int, seed: int) -> dict[str, list[list]]:
+    """Dermnet's train/test layout, balanced by class: each class gets `per_class[split]` images, dealt
+    round-robin over the folders that feed it (every folder exists, possibly empty). Returns, per split, the
+    case rows [case_id, image path under raw/, label, skin type] (the drawn skin type is known here)."""
     rng = np.random.default_rng(seed + 1)
-    folders = sorted(load_mapping()["folders"])
-    for split, count in per_folder.items():
-        for index, folder in enumerate(folders):
-            out = raw / "dermnet" / split / folder
-            out.mkdir(parents=True)
+    mapping = load_mapping()
+    folders = sorted(mapping["folders"])
+    sources = class_folders(mapping)
+    cases: dict[str, list[list]] = {}
+    for split, count in per_class.items():
+        for folder in folders:
+            (raw / "dermnet" / split / folder).mkdir(parents=True)
+        cases[split] = []
+        for label, indices in sources.items():
             for j in range(count):
-                image = lesion_image(rng, size, int(rng.integers(1, 7)), index)
-                image.save(out / f"synthetic-{split}-{index:02d}-{j:04d}.jpg", quality=92)
+                index = indices[j % len(indices)]
+                skin_type = int(rng.integers(1, 7))
+                rel = Path("dermnet") / split / folders[index] / f"synthetic-{split}-{index:02d}-{j:04d}.jpg"
+                lesion_image(rng, size, skin_type, index).save(raw / rel, quality=92)
+                cases[split].append([f"{folders[index]}/{rel.stem}", rel.as_posix(), label, ROMAN[skin_type]])
+    return cases
 
 
 def make_notes(raw: Path, per_class: int, size: int, seed: int) -> None:
@@ -136,7 +174,7 @@ def make_notes(raw: Path, per_class: int, size: int, seed: int) -> None:
     image_dir.mkdir(parents=True)
     annotations = []
     for label, phrase in mapping["classes"].items():
-        folder = next(f for f in folders if mapping["folders"][f] == label)
+        folder = folders[class_folders(mapping)[label][0]]
         for j in range(per_class):
             image_id = f"note_{folders.index(folder):02d}_{j:03d}"
             lesion_image(rng, size, int(rng.integers(1, 7)), folders.index(folder)).save(
@@ -147,23 +185,53 @@ def make_notes(raw: Path, per_class: int, size: int, seed: int) -> None:
 
 
 # ---------------------------------------------------------------- everything
-def make_synthetic(out: Path, per_class: int = 4, test_per_class: int = 1, skincon_images: int = 48,
-                   ddi_images: int = 16, notes_per_class: int = 2, size: int = 256, seed: int = 0,
-                   prepare: bool = True, stats: bool = True, overwrite: bool = False, log=print) -> None:
+MANIFEST = "synthetic.json"
+
+
+def manifest(arguments: dict) -> dict:
+    """What a generated folder was made from: the arguments and the generator's source (world included)."""
+    digest = hashlib.sha256()
+    for source in (Path(__file__), Path(lesion_image.__code__.co_filename)):
+        digest.update(source.read_bytes())
+    return {"arguments": arguments, "generator_sha256": digest.hexdigest()}
+
+
+def make_synthetic(out: Path, per_class: int = 24, test_per_class: int = 6, skincon_images: int = 384,
+                   ddi_images: int = 96, notes_per_class: int = 4, skincon_test_images: int = 96, size: int = 256,
+                   seed: int = 0, prepare: bool = True, stats: bool = True, overwrite: bool = False, log=print) -> None:
     out = Path(out)
+    arguments = {k: v for k, v in locals().items() if k not in ("out", "overwrite", "log")}
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise PrepareError(f"'{out}' is not empty; pass --overwrite to regenerate it")
-        for sub in ("raw", "prepared", "shards", "stats"):
+        (out / MANIFEST).unlink(missing_ok=True)
+        for sub in ("raw", "prepared", "shards", "stats", "cases"):
             shutil.rmtree(out / sub, ignore_errors=True)
     raw = out / "raw"
     make_skincon(raw, skincon_images, ddi_images, size, seed)
-    make_dermnet(raw, {"train": per_class, "test": test_per_class}, size, seed)
+    dermnet_cases = make_dermnet(raw, {"train": per_class, "test": test_per_class}, size, seed)
     make_notes(raw, notes_per_class, size, seed)
-    log(f"wrote synthetic raw data to {raw}")
-    if not prepare:
-        return
-    prepared = out / "prepared"
+    # Held-out case lists for evaluation: the Dermnet test split with the skin type each image was drawn with
+    # (Fitzpatrick strata), and SKINCON-style cases with their concepts.
+    write_csv(out / "cases" / "dermnet_test.csv", ["case_id", "image", "label", "skin_type"],
+              [[cid, f"../raw/{image}", label, skin] for cid, image, label, skin in dermnet_cases["test"]])
+    make_skincon_test(out / "cases", skincon_test_images, size, seed)
+    log(f"wrote synthetic raw data to {raw} and held-out case lists to {out / 'cases'}")
+    if prepare:
+        _prepare_all(out, stats, log)
+    (out / MANIFEST).write_text(json.dumps(manifest(arguments), indent=1) + "\n")  # last: marks a whole folder
+
+
+def is_current(out: Path, arguments: dict) -> bool:
+    """Whether `out` holds a complete generation from these arguments by this generator."""
+    try:
+        return json.loads((Path(out) / MANIFEST).read_text()) == manifest(arguments)
+    except (OSError, ValueError):
+        return False
+
+
+def _prepare_all(out: Path, stats: bool, log) -> None:
+    raw, prepared = out / "raw", out / "prepared"
     quiet = lambda message: None  # noqa: E731  (per-step reports are summarised below)
     reports = {
         "skincon": prepare_skincon(prepared / "skincon", raw / "skincon" / "annotations_fitzpatrick17k.csv",
@@ -192,23 +260,35 @@ def make_synthetic(out: Path, per_class: int = 4, test_per_class: int = 1, skinc
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("data/synthetic"), help="output folder (default data/synthetic)")
-    parser.add_argument("--per-class", type=int, default=4, help="Dermnet train images per folder (23 folders)")
-    parser.add_argument("--test-per-class", type=int, default=1, help="Dermnet test images per folder")
-    parser.add_argument("--skincon-images", type=int, default=48, help="Fitzpatrick17k rows in the SKINCON CSV")
-    parser.add_argument("--ddi-images", type=int, default=16, help="DDI rows in the SKINCON CSV")
-    parser.add_argument("--notes-per-class", type=int, default=2, help="notes per class (16 classes)")
+    parser.add_argument("--per-class", type=int, default=24,
+                        help="Dermnet train images per class (16 classes, dealt over their 23 folders)")
+    parser.add_argument("--test-per-class", type=int, default=6, help="Dermnet test images per class")
+    parser.add_argument("--skincon-images", type=int, default=384, help="Fitzpatrick17k rows in the SKINCON CSV")
+    parser.add_argument("--ddi-images", type=int, default=96, help="DDI rows in the SKINCON CSV")
+    parser.add_argument("--notes-per-class", type=int, default=4, help="notes per class (16 classes)")
+    parser.add_argument("--skincon-test-images", type=int, default=96, help="held-out SKINCON-style cases")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw-only", action="store_true", help="only the raw public formats, no preparation")
     parser.add_argument("--no-stats", action="store_true", help="skip the statistics CSV/PNG")
     parser.add_argument("--overwrite", action="store_true", help="regenerate an existing --out")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep --out when it already holds this generation (same arguments and generator); "
+                             "else regenerate it")
     args = parser.parse_args(argv)
     if args.skincon_images < 12 or args.ddi_images < 2:
         parser.error("--skincon-images must be >= 12 and --ddi-images >= 2 (the deliberate skip cases need them)")
+    if min(args.per_class, args.test_per_class, args.notes_per_class, args.skincon_test_images) < 1:
+        parser.error("--per-class, --test-per-class, --notes-per-class and --skincon-test-images must be >= 1")
+    arguments = dict(per_class=args.per_class, test_per_class=args.test_per_class, skincon_images=args.skincon_images,
+                     ddi_images=args.ddi_images, notes_per_class=args.notes_per_class,
+                     skincon_test_images=args.skincon_test_images, size=args.image_size, seed=args.seed,
+                     prepare=not args.raw_only, stats=not args.no_stats)
+    if args.reuse and is_current(args.out, arguments):
+        print(f"{args.out} already holds this synthetic data (see {args.out / MANIFEST}); nothing to do")
+        return 0
     try:
-        make_synthetic(args.out, args.per_class, args.test_per_class, args.skincon_images, args.ddi_images,
-                       args.notes_per_class, args.image_size, args.seed, not args.raw_only, not args.no_stats,
-                       args.overwrite)
+        make_synthetic(args.out, **arguments, overwrite=args.overwrite or args.reuse)
     except PrepareError as err:
         print(f"error: {err}")
         return 2

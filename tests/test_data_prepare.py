@@ -28,8 +28,9 @@ QUIET = {"log": lambda m: None}
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(out, per_class=2, test_per_class=1, skincon_images=14, ddi_images=4, notes_per_class=1,
-                   size=64, prepare=False, log=lambda m: None)
+    # per class: 8 train / 4 test images, dealt over the class's folders (Dermatitis and Others: 4 folders each)
+    make_synthetic(out, per_class=8, test_per_class=4, skincon_images=14, ddi_images=4, notes_per_class=1,
+                   skincon_test_images=1, size=64, prepare=False, log=lambda m: None)
     return out / "raw"
 
 
@@ -203,11 +204,11 @@ def test_dermnet_labels_and_captions(raw, tmp_path):
     report = prepare_dermnet(raw / "dermnet", "train", tmp_path / "all", **QUIET)
     mapping = load_mapping()
     got = records(tmp_path / "all")
-    assert report["written"] == 23 * 2 and not report["skipped"]
+    assert report["written"] == 16 * 8 and not report["skipped"]
     for record in got:
         assert record["label"] == mapping["folders"][record["folder"]]
         assert record["caption"] == f"This looks like {mapping['classes'][record['label']]}."
-    assert Counter(r["label"] for r in got)["Others"] == 4 * 2
+    assert set(Counter(r["label"] for r in got).values()) == {8}
     dropped = prepare_dermnet(raw / "dermnet", "train", tmp_path / "drop", drop_ambiguous=True, **QUIET)
     assert dropped["skipped"]["dropped_ambiguous"]["count"] == 3 * 2
     assert {r["folder"] for r in records(tmp_path / "drop")} == set(mapping["folders"]) - AMBIGUOUS
@@ -304,7 +305,7 @@ def test_shards_round_trip_and_are_byte_identical(raw, tmp_path):
     prepare_dermnet(raw / "dermnet", "test", tmp_path / "prep", **QUIET)
     index = write_shards(tmp_path / "prep", tmp_path / "s1", maxcount=10)
     write_shards(tmp_path / "prep", tmp_path / "s2", maxcount=10)
-    assert index == {"shards": ["shard-000000.tar", "shard-000001.tar", "shard-000002.tar"], "count": 23, "maxcount": 10}
+    assert index == {"shards": [f"shard-{i:06d}.tar" for i in range(7)], "count": 16 * 4, "maxcount": 10}
     assert tree_bytes(tmp_path / "s1") == tree_bytes(tmp_path / "s2")
     samples = {}
     for shard in index["shards"]:
@@ -334,7 +335,7 @@ def test_stats_table_csv_and_chart(raw, tmp_path):
         assert png.format == "PNG" and png.size[0] > 500
     prepare_dermnet(raw / "dermnet", "train", tmp_path / "derm", **QUIET)
     _, stats = dataset_stats(tmp_path / "derm", None)
-    assert dict(stats["label"])["Dermatitis"] == 4 * 2 and len(stats["label"]) == 16
+    assert dict(stats["label"])["Dermatitis"] == 8 and len(stats["label"]) == 16
 
 
 def test_command_lines(raw, tmp_path, capsys):
@@ -355,11 +356,11 @@ def test_command_lines(raw, tmp_path, capsys):
     assert max(Image.open(p).size[0] for p in (tmp_path / "sk" / "image").iterdir()) == 32
     assert dermnet_main(["--root", str(raw / "dermnet"), "--split", "test", "--out", str(tmp_path / "dn"),
                          "--drop-ambiguous"]) == 0
-    assert len(records(tmp_path / "dn")) == 20
+    assert len(records(tmp_path / "dn")) == 16 * 4 - 3  # the 3 ambiguous folders hold 1 test image each
     assert dermnet_main(["--root", str(raw / "dermnet"), "--split", "valid", "--out", str(tmp_path / "x")]) == 2
     assert "no folder" in capsys.readouterr().out
     assert shards_main(["--src", str(tmp_path / "dn"), "--out", str(tmp_path / "sh"), "--maxcount", "8"]) == 0
-    assert "wrote 20 samples in 3 shard(s)" in capsys.readouterr().out
+    assert "wrote 61 samples in 8 shard(s)" in capsys.readouterr().out
     assert shards_main(["--src", str(tmp_path / "dn"), "--out", str(tmp_path / "sh")]) == 2
     assert "already holds shards; pass --overwrite" in capsys.readouterr().out
     assert stats_main(["--src", str(tmp_path / "dn")]) == 0

@@ -12,7 +12,8 @@ from data_prep.make_synthetic import make_synthetic
 from data_prep.prepare_dermnet import load_mapping
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(per_class=2, test_per_class=1, skincon_images=12, ddi_images=4, notes_per_class=1, size=64)
+SMALL = dict(per_class=2, test_per_class=1, skincon_images=12, ddi_images=4, notes_per_class=1, skincon_test_images=3,
+             size=64)
 
 
 def tree_bytes(folder):
@@ -26,10 +27,14 @@ def test_raw_formats_and_determinism(tmp_path):
     a = tree_bytes(tmp_path / "a")
     assert a == tree_bytes(tmp_path / "b") and a != tree_bytes(tmp_path / "c")
     raw = tmp_path / "a" / "raw"
+    mapping = load_mapping()
     for split, count in (("train", 2), ("test", 1)):
         folders = sorted(p.name for p in (raw / "dermnet" / split).iterdir())
-        assert folders == sorted(load_mapping()["folders"]) and len(folders) == 23
-        assert all(len(list((raw / "dermnet" / split / f).iterdir())) == count for f in folders)
+        assert folders == sorted(mapping["folders"]) and len(folders) == 23
+        per_class = {label: 0 for label in mapping["classes"]}  # balanced by class, dealt over its folders
+        for folder in folders:
+            per_class[mapping["folders"][folder]] += len(list((raw / "dermnet" / split / folder).iterdir()))
+        assert set(per_class.values()) == {count}
     assert (raw / "fitzpatrick17k" / "fitzpatrick17k.csv").read_text().splitlines()[0] == (
         "md5hash,fitzpatrick_scale,fitzpatrick_centaur,label,nine_partition_label,three_partition_label,qc,url,url_alphanum")
     assert (raw / "ddi" / "ddi_metadata.csv").read_text().splitlines()[0] == ",DDI_ID,DDI_file,skin_tone,malignant,disease"
@@ -66,7 +71,8 @@ def test_images_carry_their_labels(tmp_path):
 def test_one_command_generates_and_prepares(tmp_path, capsys):
     out = tmp_path / "synthetic"
     args = [sys.executable, "data_prep/make_synthetic.py", "--out", str(out), "--per-class", "1", "--skincon-images", "12",
-            "--ddi-images", "4", "--notes-per-class", "1", "--image-size", "48"]
+            "--ddi-images", "4", "--notes-per-class", "1", "--image-size", "48", "--test-per-class", "1",
+            "--skincon-test-images", "2"]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "prepared" in done.stdout and "skipped: do_not_consider 2, image_missing 1, image_truncated 1, no_concepts 1" in done.stdout
@@ -76,3 +82,23 @@ def test_one_command_generates_and_prepares(tmp_path, capsys):
     assert (out / "stats" / "skincon" / "stats.png").is_file() and (out / "stats" / "dermnet" / "stats.csv").is_file()
     assert make_synthetic_main(["--out", str(out)]) == 2
     assert "is not empty; pass --overwrite" in capsys.readouterr().out
+    same = args[2:] + ["--reuse"]  # the same generation again: kept as it is
+    before = (out / "synthetic.json").stat().st_mtime_ns
+    assert make_synthetic_main(same) == 0 and "nothing to do" in capsys.readouterr().out
+    assert (out / "synthetic.json").stat().st_mtime_ns == before
+
+
+def test_held_out_case_lists(tmp_path):
+    """cases/dermnet_test.csv (labels + the skin type each image was drawn with) and cases/skincon_test.csv
+    (concepts) are case lists the evaluation reads; both are disjoint from the training images."""
+    from skingpt4.evaluation.cases import load_cases
+    from skingpt4.evaluation.extract import ClassExtractor
+
+    make_synthetic(tmp_path, prepare=False, log=lambda m: None, **SMALL)
+    extractor = ClassExtractor()
+    dermnet, dropped = load_cases(tmp_path / "cases" / "dermnet_test.csv", extractor)
+    assert not dropped and len(dermnet) == 16 and {c.label for c in dermnet} == set(extractor.classes)
+    assert all(c.image.is_file() and "/test/" in c.image.as_posix() for c in dermnet)
+    assert {c.skin_type for c in dermnet} <= {"I", "II", "III", "IV", "V", "VI"}
+    skincon, _ = load_cases(tmp_path / "cases" / "skincon_test.csv", extractor)
+    assert len(skincon) == 3 and all(c.image.is_file() and 1 <= len(c.concepts) <= 3 for c in skincon)
