@@ -25,12 +25,21 @@ def pytest_configure(config):
     torch.set_num_threads(1)
 
 
-@pytest.fixture(scope="session")
-def tiny_assets(tmp_path_factory) -> Path:
-    """Tiny random-weight assets in the real file formats (built once per test session)."""
-    from skingpt4.models.tiny import build_tiny_assets
+def _cache_dir() -> Path:
+    """Where the tests keep what is slow to build and safe to reuse (keyed by a fingerprint of its recipe)."""
+    root = os.environ.get("SKINGPT4_TEST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "skingpt4-tests")
+    return Path(root)
 
-    path = build_tiny_assets(tmp_path_factory.mktemp("tiny_assets"))
+
+@pytest.fixture(scope="session")
+def tiny_assets() -> Path:
+    """Tiny pretrained assets in the real file formats, the test suite's smaller recipe of the tiny world
+    (skingpt4/models/tiny.py, `TinyRecipe.small`): built once into the test cache (about 30 s on 2 cores),
+    then reused while the recipe's fingerprint is unchanged. Read-only: tests must not write into it."""
+    from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
+
+    path = build_tiny_assets(_cache_dir() / "tiny_assets_small", recipe=TinyRecipe.small())
     os.environ["SKINGPT4_TINY_ASSETS"] = str(path)
     return path
 

@@ -74,15 +74,22 @@ def write(cases: Sequence[CaseConsistency], out_dir: Path) -> dict[str, Path]:
 
 
 def plot(cases: Sequence[CaseConsistency], summary: dict, path: Path) -> Path:
+    """Per case: the runs agreeing with the majority, split into a named class (blue) and "unknown" (grey), so
+    that agreement on naming nothing can never pass for a consistent diagnosis."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(max(6, 0.3 * len(cases) + 2), 4))
-    ax.bar(range(len(cases)), [100 * c.ratio for c in cases], color="#4575b4")
+    x = range(len(cases))
+    named = [100 * c.ratio if c.majority != UNKNOWN else 0.0 for c in cases]
+    unknown = [100 * c.ratio if c.majority == UNKNOWN else 0.0 for c in cases]
+    ax.bar(x, named, color="#4575b4", label="agree on a class")
+    ax.bar(x, unknown, bottom=named, color="#bdbdbd", hatch="//", label="agree on unknown (no class named)")
     ax.axhline(100 * summary["consistency_ratio"], color="#d73027", linestyle="--",
                label=f"overall {100 * summary['consistency_ratio']:.2f}%")
-    ax.set_xticks(range(len(cases)), [c.case_id for c in cases], rotation=90, fontsize=7)
+    ax.set_xticks(list(x), [c.case_id for c in cases], rotation=90, fontsize=7)
     ax.set_ylim(0, 105)
     ax.set_ylabel("runs agreeing with majority (%)")
-    ax.set_title(f"Diagnosis consistency over {summary['runs']} runs of {summary['cases']} cases")
-    ax.legend(loc="lower right")
+    ax.set_title(f"Diagnosis consistency over {summary['runs']} runs of {summary['cases']} cases "
+                 f"(unknown rate {100 * summary['unknown_rate']:.1f}%)")
+    ax.legend(loc="lower right", fontsize=7)
     return save_figure(fig, path)

@@ -21,6 +21,7 @@ from skingpt4.evaluation import questionnaire as quest
 from skingpt4.evaluation.cases import CaseError, load_cases
 from skingpt4.evaluation.config import EvaluationConfig, evaluation_config
 from skingpt4.evaluation.extract import ClassExtractor, ConceptExtractor
+from skingpt4.evaluation.image_control import image_control
 from skingpt4.evaluation.latency import latency_stats, plot_latency
 from skingpt4.evaluation.records import case_record, model_fingerprint, record_filename
 from skingpt4.evaluation.report import case_html, thumbnail_data_uri, write_report
@@ -200,9 +201,12 @@ def consistency(ctx: EvalContext, out: Optional[Path] = None) -> dict:
         write_csv(out / mode / "answers.csv", rows, ["case_id", "run", "seed", "label", "answer"])
         summary[mode] = {**{k: none_if_nan(v) for k, v in cons.summarize(per_case).items()},
                          "decoding": asdict(decoding)}
-        log.info("%s: consistency ratio %.2f%% over %d cases", mode, 100 * summary[mode]["consistency_ratio"]
-                 if summary[mode]["consistency_ratio"] is not None else float("nan"), summary[mode]["cases"])
+        percent = lambda key: 100 * summary[mode][key] if summary[mode][key] is not None else float("nan")  # noqa: E731
+        log.info("%s: consistency ratio %.2f%% over %d cases, unknown rate %.2f%% (agreeing on 'unknown' is no "
+                 "diagnosis)", mode, percent("consistency_ratio"), summary[mode]["cases"], percent("unknown_rate"))
     summary["seconds"] = time.perf_counter() - started
+    columns = ["mode", "cases", "runs", "consistency_ratio", "unknown_rate", "same_text_ratio"]
+    print(format_table([{"mode": m, **{k: summary[m][k] for k in columns[1:]}} for m in modes], columns))
     return _finish(out, summary, problems)
 
 
@@ -340,7 +344,7 @@ def ablation(ctx: EvalContext) -> dict:
 
 
 TASKS = {"clinical": clinical, "questionnaire": questionnaire, "consistency": consistency, "metrics": metrics,
-         "response_time": response_time, "ablation": ablation}
+         "response_time": response_time, "ablation": ablation, "image_control": image_control}
 
 
 def _finish(out: Path, summary: dict, problems: list) -> dict:

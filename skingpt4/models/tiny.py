@@ -192,7 +192,9 @@ def _build(out: Path, recipe: TinyRecipe, progress: _Progress) -> dict:
         report["encoder_loss"] = {"first": losses[0], "last": sum(losses[-20:]) / len(losses[-20:])}
     else:
         encoders = TinyEncoders(TINY_VISION, TINY_QFORMER).eval()
+    report["seconds_encoders"] = time.perf_counter() - started
     report["probe_held_out"] = probe_world(encoders, TINY_VISION.image_size, seed=recipe.seed + 7)
+    report["seconds_probe"] = time.perf_counter() - started - report["seconds_encoders"]
     report["probe_chance"] = {"folders": 1 / 23, "concepts": 1 / 48}
     save_encoders(encoders, out, recipe.seed)
 
@@ -208,11 +210,13 @@ def _build(out: Path, recipe: TinyRecipe, progress: _Progress) -> dict:
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=None, **TINY_LLM)
     torch.manual_seed(recipe.seed)
     llm = LlamaForCausalLM(config)
+    llm_started = time.perf_counter()
     if recipe.pretrain:
         codes = SlotCodes(corpus.cues, TINY_LLM["hidden_size"], recipe.seed)
         update, losses = progress.stage(recipe.llm.steps, "tiny LLM on the clinical corpus")
         pretrain_llm(llm, tokenizer, corpus, codes, recipe.llm, recipe.seed, TINY_QFORMER.num_query_tokens, update)
         report["llm_loss"] = {"first": losses[0], "last": sum(losses[-20:]) / len(losses[-20:])}
+        report["seconds_llm"] = time.perf_counter() - llm_started
         check = oracle_check(llm, tokenizer, corpus, codes, CLINICAL_PROMPTS[0], TINY_QFORMER.num_query_tokens)
         report["llm_reads_clean_slot_accuracy"] = check["accuracy"]
         report["llm_example_reply"] = next(iter(check["replies"].values()))

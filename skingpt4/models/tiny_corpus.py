@@ -21,6 +21,7 @@ Kinds of dialogue (shares in `KIND_SHARES`):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass
@@ -35,6 +36,13 @@ from skingpt4.prompting.clinical import CLINICAL_PROMPTS, CONCEPT_PROMPT
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLINICAL_TEXT = Path(__file__).with_name("tiny_corpus.json")
 KIND_SHARES = {"step2": 0.25, "step1": 0.15, "clinical": 0.35, "diagnosis": 0.1, "concepts": 0.15}
+# Share of clinical dialogues whose image is withheld (noise in the slot; the first reply, which names the class,
+# is given but not trained): prompts 2-4 then learn to follow the conversation, not only the image code.
+BLIND_SHARE = 0.25
+# Share of dialogues whose text before the image is swapped between the layouts (the chat template's system text
+# added to a training dialogue, or left out of a chat dialogue): the LLM learns to read the image the same way
+# whatever precedes it, so a projection trained in the training layout also works in the chat layout.
+PREFIX_SWAP_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,8 @@ class Dialogue:
     before: str                 # text before the image positions
     after: tuple[str, ...]      # text after them, in segments tokenized one by one (the trained tokens)
     cues: tuple[str, ...]       # what the image shows
+    blind: bool = False         # the slot holds noise, not the cues' code
+    unscored_chars: int = 0     # the first characters of the last `after` segment carry no loss
 
 
 def _project_data():
@@ -129,16 +139,27 @@ class Corpus:
         before, after = self.formats.train_template.format(f"{IMAGE_TAG} {question}").split(IMAGE_PLACEHOLDER)
         return Dialogue(kind, before, (after, answer + self.formats.end_sym), cues)
 
-    def chat(self, kind: str, turns: list[tuple[str, str]], cues: tuple[str, ...]) -> Dialogue:
-        """ChatEngine's layout of the last turn's prompt (the history rendered before it), then its reply."""
+    def chat(self, kind: str, turns: list[tuple[str, str]], cues: tuple[str, ...], blind: bool = False) -> Dialogue:
+        """ChatEngine's layout of the last turn's prompt (the history rendered before it), then its reply.
+        `blind`: the image is withheld and the text up to the end of the first reply is not trained."""
         template = self.formats.chat
         (question, reply), history = turns[-1], turns[:-1]
         before, after = template.split_at_image(template.render(history, question))
         close = template.stop_strings[0] if template.stop_strings else "</s>"
-        return Dialogue(kind, before, (f"{after} {reply}{close}",), cues)
+        text = f"{after} {reply}{close}"
+        unscored = text.index(turns[0][1]) + len(turns[0][1]) if blind else 0
+        return Dialogue(kind, before, (text,), cues, blind, unscored)
 
     # ------------------------------------------------------------------------------------------ sampling
     def sample(self, rng: random.Random) -> Dialogue:
+        dialogue = self._sample(rng)
+        if rng.random() < PREFIX_SWAP_SHARE:
+            system = self.formats.chat.system
+            before = dialogue.before[len(system):] if dialogue.before.startswith(system) else system + dialogue.before
+            dialogue = dataclasses.replace(dialogue, before=before)
+        return dialogue
+
+    def _sample(self, rng: random.Random) -> Dialogue:
         kind = rng.choices(list(KIND_SHARES), weights=list(KIND_SHARES.values()))[0]
         if kind in ("step1", "concepts"):
             shown = sorted(rng.sample(list(self.concepts), rng.randint(1, 3)), key=list(self.concepts).index)
@@ -156,7 +177,7 @@ class Corpus:
         if kind == "diagnosis":
             return self.chat(kind, [(rng.choice(self.step2_prompts), self.class_sentence(label, rng))], cues)
         answers = self.clinical_answers(label, pattern, rng)
-        return self.chat(kind, list(zip(CLINICAL_PROMPTS, answers)), cues)
+        return self.chat(kind, list(zip(CLINICAL_PROMPTS, answers)), cues, blind=rng.random() < BLIND_SHARE)
 
     def stream(self, seed: int) -> Iterator[Dialogue]:
         rng = random.Random(seed)

@@ -37,6 +37,9 @@ class LLMRecipe:
     min_gain: float = 0.3      # the slot's code is scaled by a random gain in [min_gain, max_gain] (log-uniform)
     max_gain: float = 3.0
     max_noise: float = 0.6     # plus Gaussian noise of a random std in [0, max_noise] x gain
+    max_distractors: int = 4   # plus up to this many codes of cues the image does not show, each weighted
+    distractor_weight: float = 0.5  # at most this fraction of a shown cue's weight (a trained projection's slot
+                                    # is never a clean code: the LLM must read the strongest cues)
 
 
 class SlotCodes:
@@ -52,13 +55,24 @@ class SlotCodes:
         return self.codes[[self.index[c] for c in cues]].mean(0).expand(positions, -1).clone()
 
     def noisy(self, cues: Sequence[str], positions: int, recipe: LLMRecipe, generator: torch.Generator) -> torch.Tensor:
-        codes = self.codes[[self.index[c] for c in cues]]                         # [k, hidden]
-        weights = torch.rand(positions, len(cues), generator=generator) * 0.8 + 0.2
-        mix = (weights / weights.sum(1, keepdim=True)) @ codes                    # [positions, hidden]
+        shown = [self.index[c] for c in cues]
+        weights = torch.rand(positions, len(shown), generator=generator) * 0.4 + 0.6
+        mix = (weights / weights.sum(1, keepdim=True)) @ self.codes[shown]        # [positions, hidden]
+        others = [i for i in torch.randperm(len(self.codes), generator=generator).tolist() if i not in shown]
+        n_other = int(torch.randint(0, recipe.max_distractors + 1, (1,), generator=generator))
+        if n_other:
+            strength = torch.rand(n_other, generator=generator) * recipe.distractor_weight / len(shown)
+            mix = mix + strength @ self.codes[others[:n_other]]                   # the same at every position
         span = math.log(recipe.max_gain / recipe.min_gain)
         gain = recipe.min_gain * math.exp(span * torch.rand(1, generator=generator).item())
         noise = recipe.max_noise * torch.rand(1, generator=generator).item()
         return gain * (mix + noise * torch.randn(mix.shape, generator=generator))
+
+    def blind(self, positions: int, recipe: LLMRecipe, generator: torch.Generator) -> torch.Tensor:
+        """A slot that shows nothing: noise of a random gain."""
+        span = math.log(recipe.max_gain / recipe.min_gain)
+        gain = recipe.min_gain * math.exp(span * torch.rand(1, generator=generator).item())
+        return gain * torch.randn(positions, self.codes.shape[1], generator=generator)
 
 
 class Tokenized:
@@ -78,6 +92,17 @@ class Tokenized:
         after = [i for segment in dialogue.after for i in self(segment)]
         return [self.tokenizer.bos_token_id] + self(dialogue.before), after
 
+    def unscored(self, dialogue: Dialogue) -> int:
+        """How many leading `after` tokens carry no loss (those of the first `unscored_chars` characters)."""
+        if not dialogue.unscored_chars:
+            return 0
+        *head, last = dialogue.after
+        found = self.tokenizer(last, add_special_tokens=False, return_offsets_mapping=True)
+        if found.input_ids != self(last):
+            raise ValueError("the tokenizer's offsets do not match its segment tokens")
+        within = sum(end <= dialogue.unscored_chars for _, end in found.offset_mapping)
+        return sum(len(self(segment)) for segment in head) + within
+
 
 def batch_inputs(llm, tokens: Tokenized, dialogues: Sequence[Dialogue], slots: Sequence[torch.Tensor]) -> dict:
     """inputs_embeds / attention_mask / labels for [BOS | before | slot | after], right-padded."""
@@ -90,9 +115,10 @@ def batch_inputs(llm, tokens: Tokenized, dialogues: Sequence[Dialogue], slots: S
     mask = torch.zeros((len(rows), length), dtype=torch.long)
     for r, (before, after) in enumerate(rows):
         start, end = len(before), len(before) + n_slot
+        skip = tokens.unscored(dialogues[r])
         ids[r, :start] = torch.tensor(before)
         ids[r, end:end + len(after)] = torch.tensor(after)
-        labels[r, end:end + len(after)] = torch.tensor(after)
+        labels[r, end + skip:end + len(after)] = torch.tensor(after[skip:])
         mask[r, :end + len(after)] = 1
     embeds = llm.get_input_embeddings()(ids).clone()
     for r, (before, _) in enumerate(rows):
@@ -118,12 +144,14 @@ def pretrain_llm(llm, tokenizer, corpus: Corpus, codes: SlotCodes, recipe: LLMRe
     llm.train()
     for step in range(recipe.steps):
         dialogues = [next(stream) for _ in range(recipe.batch_size)]
-        slots = [codes.noisy(d.cues, n_slot, recipe, generator) for d in dialogues]
+        slots = [codes.blind(n_slot, recipe, generator) if d.blind else codes.noisy(d.cues, n_slot, recipe, generator)
+                 for d in dialogues]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         optimizer.zero_grad(set_to_none=True)
         chunks = _micro_batches([sum(map(len, tokens.layout(d))) + n_slot for d in dialogues], recipe.micro_tokens)
-        counts = [sum(len(tokens.layout(dialogues[i])[1]) for i in chunk) for chunk in chunks]
+        counts = [sum(len(tokens.layout(dialogues[i])[1]) - tokens.unscored(dialogues[i]) for i in chunk)
+                  for chunk in chunks]
         loss = 0.0
         for chunk, count in zip(chunks, counts):  # token-weighted mean over the whole batch
             part = llm(**batch_inputs(llm, tokens, [dialogues[i] for i in chunk], [slots[i] for i in chunk])).loss
@@ -148,10 +176,11 @@ def _micro_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def greedy_reply(llm, tokenizer, corpus: Corpus, slot: torch.Tensor, question: str, max_new_tokens: int = 40) -> str:
-    """The LLM's greedy chat reply to one question about an image whose slot is given."""
+def greedy_reply(llm, tokenizer, corpus: Corpus, slot: torch.Tensor, question: str, max_new_tokens: int = 48,
+                 history: Sequence[tuple[str, str]] = ()) -> str:
+    """The LLM's greedy chat reply to a question (after `history`) about an image whose slot is given."""
     template = corpus.formats.chat
-    before, after = template.split_at_image(template.render([], question))
+    before, after = template.split_at_image(template.render(list(history), question))
     tokens = Tokenized(tokenizer)
     head = [tokenizer.bos_token_id] + tokens(before)
     tail = tokens(after)
