@@ -41,6 +41,8 @@ def tiny_assets() -> Path:
 
     path = build_tiny_assets(_cache_dir() / "tiny_assets_small", recipe=TinyRecipe.small())
     os.environ["SKINGPT4_TINY_ASSETS"] = str(path)
+    # The tiny chat/eval configs load the main job's trained projection; plumbing tests use the untrained one.
+    os.environ["SKINGPT4_TINY_CKPT"] = str(path / "projection.pth")
     return path
 
 
@@ -61,6 +63,7 @@ def subprocess_env(tiny_assets) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
     env["SKINGPT4_TINY_ASSETS"] = str(tiny_assets)
+    env["SKINGPT4_TINY_CKPT"] = str(tiny_assets / "projection.pth")
     return env
 
 

@@ -29,9 +29,9 @@ IGNORE = -100
 
 @dataclass
 class LLMRecipe:
-    steps: int = 300
+    steps: int = 250
     batch_size: int = 24
-    lr: float = 3e-3
+    lr: float = 6e-3
     warmup_steps: int = 30
     micro_tokens: int = 3000   # a batch is sorted by length and run in micro-batches of about this many tokens
     min_gain: float = 0.3      # the slot's code is scaled by a random gain in [min_gain, max_gain] (log-uniform)
