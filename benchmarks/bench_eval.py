@@ -38,9 +38,11 @@ def build_model(cfg_path):
     if cfg_path:
         return SkinGPT4.from_config(load_config(cfg_path).model)
     if not os.environ.get("SKINGPT4_TINY_ASSETS"):
-        from skingpt4.models.tiny import build_tiny_assets
+        from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
 
-        os.environ["SKINGPT4_TINY_ASSETS"] = str(build_tiny_assets(Path(tempfile.mkdtemp(prefix="skingpt4_bench_"))))
+        recipe = TinyRecipe(pretrain=False)  # speed only: random weights build in seconds
+        os.environ["SKINGPT4_TINY_ASSETS"] = str(build_tiny_assets(Path(tempfile.mkdtemp(prefix="skingpt4_bench_")),
+                                                                   recipe=recipe))
     return SkinGPT4.from_config({"model_type": "tiny", "device": "cpu"})
 
 

@@ -54,10 +54,10 @@ def time_encode(encode, batch: int, device: torch.device, dtype: torch.dtype, re
 
 def build_tiny(device: str):
     from skingpt4.models import SkinGPT4
-    from skingpt4.models.tiny import build_tiny_assets
+    from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
 
     assets = Path(tempfile.mkdtemp(prefix="skingpt4_bench_"))
-    build_tiny_assets(assets)
+    build_tiny_assets(assets, recipe=TinyRecipe(pretrain=False))  # speed only: random weights build in seconds
     os.environ["SKINGPT4_TINY_ASSETS"] = str(assets)
     start = time.perf_counter()
     model = SkinGPT4.from_config({"model_type": "tiny", "device": device})

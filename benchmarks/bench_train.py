@@ -36,7 +36,8 @@ from skingpt4.tasks import ImageTextPretrainTask  # noqa: E402
 def ensure_inputs(work: Path, data: Path | None) -> Path:
     if not os.environ.get("SKINGPT4_TINY_ASSETS"):
         assets = work / "tiny_assets"
-        subprocess.run([sys.executable, "-m", "skingpt4.models.tiny", "--out", str(assets)], check=True, cwd=REPO,
+        subprocess.run([sys.executable, "-m", "skingpt4.models.tiny", "--out", str(assets), "--random",
+                        "--no-progress"], check=True, cwd=REPO,
                        stdout=subprocess.DEVNULL)
         os.environ["SKINGPT4_TINY_ASSETS"] = str(assets)
     if data is None:

@@ -42,7 +42,7 @@ def test_bad_settings_are_named(section, message):
 
 def test_chat_configs_run_section_supplies_template_and_decoding():
     cfg = load_config(REPO_ROOT / "eval_configs" / "evaluate_tiny.yaml")
-    assert evaluation_config(cfg.evaluation, cfg.get("run")).decoding.max_new_tokens == 32
+    assert evaluation_config(cfg.evaluation, cfg.get("run")).decoding.max_new_tokens == 64
     run = OmegaConf.create({"template": "llama2_chat", "decoding": {"do_sample": False, "max_new_tokens": 7, "seed": 5}})
     ev = evaluation_config(OmegaConf.create({"decoding": {"max_new_tokens": 9}}), run)
     assert ev.template == "llama2_chat" and ev.decoding.do_sample is False and ev.decoding.seed is None

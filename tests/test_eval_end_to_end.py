@@ -127,10 +127,12 @@ def test_missing_image_in_a_csv_is_reported_and_the_run_goes_on(engine, dermnet_
     assert problem["case_id"] == "gone" and problem["reason"] == f"image missing: no such file '{tmp_path / 'missing.jpg'}'"
 
 
-def test_consistency_is_100_percent_under_greedy(engine, dermnet_test, tmp_path):
+def test_consistency_is_100_percent_under_greedy(engine, dermnet_test, tmp_path, capsys):
     ctx = context(engine, tmp_path, cases=str(dermnet_test), consistency={"runs": 3, "cases": 4}, batch_size=4)
     summary = tasks.consistency(ctx)
     greedy, sampled = summary["greedy_control"], summary["decoding"]
+    # the unknown rate stands beside the ratio, so that agreeing on "no class named" cannot pass for consistency
+    assert 0 <= greedy["unknown_rate"] <= 1 and "unknown_rate" in capsys.readouterr().out
     assert (greedy["cases"], greedy["runs"]) == (4, 12)
     assert greedy["consistency_ratio"] == 1.0 and greedy["same_text_ratio"] == 1.0
     assert sampled["same_text_ratio"] < 1.0  # the recorded seeds differ between runs

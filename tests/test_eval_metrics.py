@@ -88,3 +88,20 @@ def test_latency_stats_hand_computed():
     with pytest.raises(ValueError, match="no timings"):
         latency_stats([])
     assert math.isnan(consistency.summarize([])["consistency_ratio"])
+
+
+def test_image_control_donors_are_other_cases_of_other_classes():
+    from pathlib import Path
+
+    from skingpt4.common.config import ConfigError
+    from skingpt4.evaluation.cases import Case
+    from skingpt4.evaluation.image_control import donors
+
+    cases = [Case(f"c{i}", Path(f"{i}.jpg"), label) for i, label in enumerate("AABBBCD")]
+    donor = donors(cases, seed=3)
+    assert donor == donors(cases, seed=3) and all(d != i for i, d in enumerate(donor))
+    assert all(cases[d].label != cases[i].label for i, d in enumerate(donor))
+    same = [Case("x", Path("x.jpg"), "A"), Case("y", Path("y.jpg"), "A")]
+    assert donors(same, seed=0) == [1, 0]  # one class only: still another case's image
+    with pytest.raises(ConfigError, match="at least 2 cases"):
+        donors(same[:1], seed=0)
