@@ -6,18 +6,22 @@ writes (layout documented in data_prep/README.md):
     raw/skincon/annotations_fitzpatrick17k.csv, raw/skincon/annotations_ddi.csv   (exact SKINCON header)
     raw/fitzpatrick17k/fitzpatrick17k.csv + raw/fitzpatrick17k/images/<md5>.jpg
     raw/ddi/ddi_metadata.csv + raw/ddi/images/000NNN.png
-    raw/dermnet/{train,test}/<the 23 Dermnet folders>/*.jpg
+    raw/dermnet/{train,test}/<the 23 Dermnet folders>/*.jpg                      (balanced by class)
     raw/notes/filter_cap.json + raw/notes/image/*.jpg
     prepared/skincon, prepared/dermnet, prepared/dermnet_test, prepared/notes   (filter_cap.json + image/)
+    cases/dermnet_test.csv        the Dermnet test split as a case list, with the skin type of each image
+    cases/skincon_test.csv + cases/skincon_test/   held-out SKINCON-style cases with their concepts
     shards/skincon/shard-*.tar                                                   (webdataset)
     stats/<set>/stats.csv + stats.png
+    synthetic.json                the arguments and generator version (`--reuse` keeps a matching folder)
 
 Images are not photographs: their visual features are a function of their labels, so a model can learn the
-mapping. SKINCON: each of the 48 concepts is one coloured shape (8 colours x 6 shapes) drawn on a skin-tone
-background set by the Fitzpatrick type. Dermnet/notes: each folder has its own lesion colour (12 hues x 2
-brightness levels) and pattern (dots, rings, blob, stripes). Seeded: the same arguments give byte-identical files. The SKINCON part
-deliberately contains rows that preparation must skip (2 "Do not consider", 1 without concepts, 1 missing
-image, 1 truncated image), so the skip accounting is exercised on every run.
+mapping (skingpt4/models/tiny_world.py draws them). SKINCON: each of the 48 concepts is one coloured, textured
+shape (8 colours x 6 shapes) drawn on a skin-tone background set by the Fitzpatrick type. Dermnet/notes: each
+folder has its own lesion colour (12 hues x 2 brightness levels) and pattern (dots, rings, blob, stripes).
+Seeded: the same arguments give byte-identical files. The SKINCON part deliberately contains rows that
+preparation must skip (2 "Do not consider", 1 without concepts, 1 missing image, 1 truncated image), so the
+skip accounting is exercised on every run.
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ echo "[main job] 2/5 synthetic datasets -> $DATA (kept when unchanged)"
 COMMON=(run.cache_frozen_features=true run.batch_size_train=16 run.init_lr=1e-2 run.min_lr=1e-3 run.warmup_steps=10
         run.log_freq=10 run.progress_bar=false run.tensorboard=false)
 echo "[main job] 3/5 step 1: SKINCON concepts (train_configs/tiny_step1.yaml)"
-"$PY" train.py --cfg-path train_configs/tiny_step1.yaml --options "${COMMON[@]}" run.max_epoch=3 \
+"$PY" train.py --cfg-path train_configs/tiny_step1.yaml --options "${COMMON[@]}" run.max_epoch=5 \
   run.iters_per_epoch=100 datasets.skincon_concepts.storage="$DATA/prepared/skincon" \
   datasets.skincon_concepts.vis_processor.name=blip2_image_eval run.output_dir="$OUT/step1" > "$OUT/step1.log" 2>&1 \
   || { tail -20 "$OUT/step1.log"; exit 1; }

@@ -127,8 +127,9 @@ def _evaluate(summary: dict, run: Path, data: Path, assets: Path, out: Path, che
 
     cases, _ = control_ctx.cases(limit=1)
     sessions, _ = run_sessions(engine, cases, CLINICAL_PROMPTS, control_ctx.ev.decoding, batch_size=1, seed=0)
-    summary["example"] = {"case": cases[0].case_id, "label": cases[0].label,
-                          "turns": [(a["prompt"], a["answer"]) for a in sessions[0].answers]}
+    turns = [(a["prompt"], a["answer"]) for a in sessions[0].answers]
+    summary["example"] = {"case": cases[0].case_id, "label": cases[0].label, "turns": turns,
+                          "diagnosis": control_ctx.extractor.extract(turns[0][1]).label}
 
 
 def checks(summary: dict, t: Thresholds) -> list[tuple[str, bool, str]]:
@@ -176,6 +177,9 @@ def format_summary(s: dict, seconds: Optional[float] = None) -> str:
     lines += ["", f"example conversation (step 2, case {s['example']['case']}, true class {s['example']['label']}):"]
     for question, answer in s["example"]["turns"]:
         lines += [f"  Q: {question}", f"  A: {answer}"]
+    example = s["example"]
+    lines.append(f"  (the first held-out case, not a chosen one; the diagnosis read from answer 1 is "
+                 f"{example['diagnosis']}: {'right' if example['diagnosis'] == example['label'] else 'wrong'})")
     lines += ["", "checks:"] + [f"  [{'ok' if ok else 'FAILED'}] {name}: {text}" for name, ok, text in s["checks"]]
     verdict = "the pipeline learned" if s["passed"] else "LEARNING DID NOT HAPPEN (see the failed checks)"
     lines.append(f"result: {verdict}" + (f"; total time {seconds:.0f} s" if seconds is not None else ""))
