@@ -67,9 +67,9 @@ def test_bad_image_and_bad_config_are_clear_errors(tiny_assets, photo, tmp_path,
     (tmp_path / "notes.txt").write_text("no image")
     assert run(["--cfg-path", CFG, "--image", str(tmp_path / "notes.txt"), "--clinical"])[0] == 2
     assert "cannot use the image" in capsys.readouterr().err
-    assert run(["--cfg-path", CFG, "--image", photo, "--clinical", "--options", "run.templat=x"])[0] == 2
-    assert "unknown key 'run.templat' (did you mean 'template'?)" in capsys.readouterr().err
+    assert run(["--cfg-path", CFG, "--image", photo, "--clinical", "--options", "run.max_question_char=x"])[0] == 2
+    assert "unknown key 'run.max_question_char' (did you mean 'max_question_chars'?)" in capsys.readouterr().err
     assert run(["--cfg-path", CFG, "--image", photo, "--clinical", "--top-p", "1.5"])[0] == 2
     assert "top_p must be in (0, 1], got 1.5" in capsys.readouterr().err
-    assert run(["--cfg-path", CFG, "--image", photo, "--options", "run.template=llama3"])[0] == 2
-    assert "unknown run.template 'llama3'" in capsys.readouterr().err
+    assert run(["--cfg-path", CFG, "--image", photo, "--options", "model.template=llama3"])[0] == 2
+    assert "unknown model.template 'llama3'; did you mean 'llama3_chat'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 import pytest
 
 from skingpt4.common.registry import chat_templates
+from skingpt4.prompting.templates import split_at_image
 
 DESIGN_SYSTEM = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I "
                  "provide it to you. Please answer my questions.")
@@ -31,11 +32,11 @@ def test_vicuna_multi_turn_matches_original_demo():
 
 def test_split_at_image():
     template = chat_templates.get("vicuna_v0")
-    before, after = template.split_at_image(template.render([], "Q?"))
+    before, after = split_at_image(template.render([], "Q?"))
     assert before == DESIGN_SYSTEM + "###Human: <Img>"
     assert after == "</Img> Q?###Assistant:"
     with pytest.raises(ValueError, match="exactly once, found 2"):
-        template.split_at_image("<ImageHere> <ImageHere>")
+        split_at_image("<ImageHere> <ImageHere>")
 
 
 def test_image_goes_with_the_first_kept_question():

@@ -15,7 +15,7 @@ from skingpt4.common.config import ConfigError
 from skingpt4.evaluation import tasks
 from skingpt4.evaluation.questionnaire import STATEMENTS
 from skingpt4.evaluation.records import sha256_json
-from skingpt4.models.checkpoints import CheckpointError
+from skingpt4.models.checkpoints import save_checkpoint, CheckpointError
 
 FAST = {"do_sample": True, "max_new_tokens": 6}
 
@@ -48,7 +48,7 @@ def engine(tiny_model):
 
 
 def context(engine, out, **evaluation) -> tasks.EvalContext:
-    cfg = OmegaConf.create({"model": {"model_type": "tiny"}, "evaluation": {"decoding": FAST, **evaluation}})
+    cfg = OmegaConf.create({"model": {"variant": "tiny"}, "evaluation": {"decoding": FAST, **evaluation}})
     out.mkdir(parents=True, exist_ok=True)
     return tasks.EvalContext(cfg, out, chat=engine)
 
@@ -171,14 +171,14 @@ def test_response_time_one_case_at_a_time(engine, dermnet_test, tmp_path):
 def test_ablation_table_over_two_checkpoints(tiny_assets, dermnet_test, tmp_path):
     import torch
 
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
-    model = SkinGPT4.from_config({"model_type": "tiny"})  # own model: the ablation swaps its projection
+    model = build_model({"variant": "tiny"})  # own model: the ablation swaps its projection
     paths = {}
     for name, seed in (("step1_only", 1), ("two_step", 2)):
         torch.manual_seed(seed)
         torch.nn.init.normal_(model.llama_proj.weight)
-        paths[name] = str(model.save_checkpoint(tmp_path / f"{name}.pth"))
+        paths[name] = str(save_checkpoint(tmp_path / f"{name}.pth", model.trainable_state_dict()))
     ctx = context(ChatEngine(model), tmp_path / "out", cases=str(dermnet_test), limit=3,
                   ablation={"checkpoints": paths})
     summary = tasks.ablation(ctx)

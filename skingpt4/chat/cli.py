@@ -1,4 +1,4 @@
-"""Chat about a skin photo in the terminal, or print the answers to the clinical questions (DESIGN §8).
+"""Chat about a skin photo in the terminal, or print the answers to the clinical questions (docs/inference.md).
 
     python -m skingpt4.chat --cfg-path eval_configs/skingpt4_tiny.yaml --image photo.jpg
     python -m skingpt4.chat --cfg-path eval_configs/skingpt4_tiny.yaml --image photo.jpg --clinical --format json
@@ -50,7 +50,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     decoding.add_argument("--max-new-tokens", type=int)
     decoding.add_argument("--seed", type=int, help="reproducible sampling")
     parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. run.template=llama2_chat model.ckpt=my.pth")
+                        help="override config keys, e.g. model.template=llama2_chat model.ckpt=my.pth")
     return parser.parse_args(argv)
 
 
@@ -153,7 +153,7 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextI
         if args.clinical or args.ask:
             conv = engine.new_conversation(image)
             answers = answer_questions(engine, conv, CLINICAL_PROMPTS if args.clinical else args.ask, decoding)
-            print(format_answers(answers, args.image, args.format, decoding, run.template), file=out)
+            print(format_answers(answers, args.image, args.format, decoding, engine.template.name), file=out)
         else:
             interactive(engine, image, decoding, stdin, out)
     except (ConfigError, ChatInputError) as err:

@@ -49,7 +49,7 @@ def model_fingerprint(model, checkpoint: Optional[str]) -> dict:
         "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
         "projection_sha256": sha256_state_dict(model.trainable_state_dict()),
         "llm_model": str(model.cfg.llm_model),
-        "prompt_template": model.prompt_template,
+        "chat_template": model.template.name,
     }
 
 

@@ -50,14 +50,14 @@ class EvalContext:
     @property
     def engine(self) -> ChatEngine:
         if self.chat is None:
-            from skingpt4.models import SkinGPT4
+            from skingpt4.models.build import build_model
 
             if self.cfg.get("model") is None:
                 raise ConfigError("the config has no 'model' section; this task needs a model")
             with torch.random.fork_rng():  # a projection without checkpoint is random: the same one every run
                 torch.manual_seed(self.ev.seed)
-                model = SkinGPT4.from_config(self.cfg.model)
-            self.chat = ChatEngine(model, template=self.ev.template)
+                model = build_model(self.cfg.model)
+            self.chat = ChatEngine(model)
         return self.chat
 
     def fingerprint(self) -> dict:
@@ -95,7 +95,7 @@ def clinical(ctx: EvalContext, out: Optional[Path] = None) -> dict:
 
     def keep(session):
         record = case_record(session.case, session.answers, ctx.ev.decoding, ctx.ev.seed, fingerprint,
-                             ctx.ev.template, session.image_sha256)
+                             ctx.engine.template.name, session.image_sha256)
         write_json(out / "records" / record_filename(session.case.case_id), record)
         records[session.case.case_id] = record
 
@@ -124,7 +124,7 @@ def _earlier_records(folder: Path, ctx: EvalContext, fingerprint: dict) -> dict[
         raise ConfigError(f"'{folder}' already holds {len(files)} case record(s); pass --resume to finish that "
                           f"run, or choose another --out")
     expected = {**fingerprint, "decoding": asdict(ctx.ev.decoding), "seed": ctx.ev.seed,
-                "chat_template": ctx.ev.template}
+                "chat_template": ctx.engine.template.name}
     records = {}
     for path in files:
         record = json.loads(path.read_text())
@@ -317,11 +317,14 @@ def ablation(ctx: EvalContext) -> dict:
              for name, path in checkpoints.items()}  # all checked before hours of compute start
     task: Callable = {"metrics": metrics, "consistency": consistency}[ctx.ev.ablation.task]
     model, rows = ctx.engine.model, []
-    for path in paths.values():  # a checkpoint for another LLM size fails here, before any evaluation
-        model.load_projection(str(path))
+    from skingpt4.models.loading import load_projection
+
+    keys = {name: f"evaluation.ablation.checkpoints.{name}" for name in paths}
+    for name, path in paths.items():  # a checkpoint for another LLM size fails here, before any evaluation
+        load_projection(model, str(path), keys[name])
     for name, path in paths.items():
         log.info("ablation: %s (%s)", name, path)
-        report = model.load_projection(str(path))
+        report = load_projection(model, str(path), keys[name])
         ctx.checkpoint = str(path)
         log.info("%s", report)
         summary = task(ctx, ctx.out / name)
