@@ -18,7 +18,8 @@ from skingpt4.common import registry
 from skingpt4.common.config import ConfigError, apply_schema, require_path
 from skingpt4.common.precision import get_dtype, resolve_device
 from skingpt4.models.llm import load_llm, load_tokenizer
-from skingpt4.models.loading import load_frozen_weights, load_projection
+from skingpt4.models.loading import load_frozen_weights, load_trained_checkpoint
+from skingpt4.models.lora import add_adapters, check_settings
 from skingpt4.models.skin_gpt4 import SkinGPT4, SkinGPT4Config
 from skingpt4.models.variant_files import variant_files
 
@@ -46,6 +47,7 @@ def model_config(user_cfg) -> DictConfig:
         raise ConfigError(f"model.llm_quantization={cfg.llm_quantization}: choose one of {', '.join(QUANTIZATIONS)}")
     if cfg.max_txt_len < 1:
         raise ConfigError(f"model.max_txt_len must be >= 1, got {cfg.max_txt_len}")
+    check_settings(cfg.lora)
     return cfg
 
 
@@ -63,11 +65,13 @@ def build_model(user_cfg, device: Optional[str] = None) -> SkinGPT4:
     tokenizer = load_tokenizer(cfg.llm_model, cfg.tokenizer.pad_token)
     template = registry.chat_templates.get(cfg.template)
     llm = load_llm(cfg.llm_model, llm_dtype, place, cfg.llm_quantization)
+    if cfg.lora.r:
+        add_adapters(llm, cfg.lora)  # QLoRA when the LLM was loaded in 4 bits
     if cfg.gradient_checkpointing:
         llm.gradient_checkpointing_enable()
         llm.config.use_cache = False
     model = SkinGPT4(cfg, template, tokenizer, llm)
     model.load_reports = load_frozen_weights(model, cfg)
     if cfg.ckpt:
-        model.load_reports.append(load_projection(model, cfg.ckpt))
+        model.load_reports.append(load_trained_checkpoint(model, cfg.ckpt))
     return model.place()

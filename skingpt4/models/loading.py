@@ -7,6 +7,7 @@ initialisation of a frozen part. Key names are converted by the functions next t
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import torch
@@ -15,7 +16,10 @@ from torch import nn
 from skingpt4.common.config import ConfigError, require_path
 from skingpt4.models import checkpoints as ckpt_io
 from skingpt4.models.eva_vit import eva_checkpoint_to_ours, hf_vision_to_ours, ln_vision_to_ours
+from skingpt4.models.lora import ADAPTER_MARKER, has_adapters
 from skingpt4.models.qformer import lavis_to_ours
+
+log = logging.getLogger("skingpt4.model")
 
 
 def load_frozen_weights(model: nn.Module, cfg) -> list[ckpt_io.LoadReport]:
@@ -77,6 +81,31 @@ def load_query_tokens(model: nn.Module, tokens: Optional[torch.Tensor], source: 
                                       f"the model expects {tuple(model.query_tokens.shape)}")
     model.query_tokens.data.copy_(tokens)
     return ckpt_io.LoadReport(source, "query tokens", loaded=["query_tokens"])
+
+
+def load_trained_checkpoint(model: nn.Module, path: str, key: str = "model.ckpt") -> ckpt_io.LoadReport:
+    """`model.ckpt`: a projection checkpoint (SkinGPT-4 / MiniGPT-4 / ours), or one of ours with LoRA adapters,
+    which loads strictly into the trainable set (projection + adapters). A projection-only checkpoint into a model
+    with adapters (a LoRA step 2 starting from a step-1 projection) leaves the adapters freshly initialised."""
+    require_path(path, key, "a SkinGPT-4 / MiniGPT-4 checkpoint (.pth) with the projection", "file")
+    state = ckpt_io.state_dict_of(ckpt_io.read_checkpoint(path, key), path)
+    adapters = sorted(k for k in state if ADAPTER_MARKER in k)
+    if not adapters:
+        report = load_projection(model, path, key)
+        if has_adapters(model.llm):
+            log.info("'%s' holds no LoRA adapters: the adapters start from their initialisation", path)
+        return report
+    if not has_adapters(model.llm):
+        ranks = sorted({int(state[k].shape[0]) for k in adapters if ".lora_A." in k})
+        layers = sorted({k.split(ADAPTER_MARKER)[0].rsplit(".", 1)[-1] for k in adapters})
+        raise ckpt_io.CheckpointError(
+            f"config key '{key}': '{path}' holds LoRA adapters ({len(adapters)} tensors, rank {ranks}, on "
+            f"{', '.join(layers)}) but the model has none; set model.lora.r={ranks[0]} and "
+            f"model.lora.target_modules=[{','.join(layers)}] as in the run that wrote it")
+    model.load_trainable_state_dict(state, str(path))
+    report = ckpt_io.LoadReport(str(path), "projection + LoRA adapters", loaded=sorted(state))
+    log.info("%s", report)
+    return report
 
 
 def load_projection(model: nn.Module, path: str, key: str = "model.ckpt") -> ckpt_io.LoadReport:

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from skingpt4.common.precision import autocast, get_dtype, resolve_device
+from skingpt4.models.lora import LoraSettings, set_adapter_dropout
 from skingpt4.models.eva_vit import VisionConfig, build_eva_vit
 from skingpt4.models.qformer import QFormerConfig, build_qformer
 from skingpt4.models.trainable import TrainableSet
@@ -52,11 +53,14 @@ class SkinGPT4Config:
     llm_precision: str = "auto"              # auto (fp16 on CUDA as the original, fp32 on CPU) | fp32 | bf16 | fp16
     llm_quantization: str = "none"           # none | 8bit | 4bit (bitsandbytes, CUDA only)
     gradient_checkpointing: bool = False     # recompute LLM activations in backward (less memory, ~30% slower)
+    # --- adapters on the frozen LLM (models/lora.py); r: 0 = none, the projection alone trains ---
+    lora: LoraSettings = field(default_factory=LoraSettings)
 
 
 class SkinGPT4(TrainableSet, nn.Module):
     # The trainable set (models/trainable.py: requires_grad, saving and loading all follow it). Only the projection
-    # trains (paper); everything else is frozen and stays in eval mode (see train()).
+    # trains (paper), plus LoRA adapters in the LLM when `model.lora.r > 0`; everything else is frozen and stays in
+    # eval mode (see train()).
     TRAINABLE_PREFIXES = ("llama_proj.",)
 
     def __init__(self, cfg: DictConfig, template: ChatTemplate, tokenizer, llm: nn.Module):
@@ -89,6 +93,8 @@ class SkinGPT4(TrainableSet, nn.Module):
         super().train(mode)
         for frozen in (self.visual_encoder, self.qformer, self.llm):
             frozen.eval()  # no dropout / drop-path in frozen parts, as in the original
+        if self.cfg.lora.r:
+            set_adapter_dropout(self.llm, mode)
         return self
 
     # ------------------------------------------------------------------------------------------ images
