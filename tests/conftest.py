@@ -46,6 +46,17 @@ def tiny_model(tiny_assets):
     return build_model({"variant": "tiny"})
 
 
+@pytest.fixture(scope="session")
+def tiny_export(tiny_assets, tmp_path_factory) -> Path:
+    """The tiny chat model (eval_configs/skingpt4_tiny.yaml: fixed projection) exported as a transformers BLIP-2
+    directory by `python -m skingpt4.export` (built once per test session)."""
+    from skingpt4.export.cli import main as export_main
+
+    out = tmp_path_factory.mktemp("export") / "blip2"
+    assert export_main(["--cfg-path", str(REPO_ROOT / "eval_configs" / "skingpt4_tiny.yaml"), "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture
 def subprocess_env(tiny_assets) -> dict:
     """Environment for subprocesses: network guard on, offline, tiny assets found, repo importable."""

@@ -20,11 +20,9 @@ CFG = "eval_configs/skingpt4_tiny.yaml"
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_assets, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export") / "blip2"
-    assert export_main(["--cfg-path", CFG, "--out", str(out)]) == 0
-    return out
+@pytest.fixture
+def exported(tiny_export):
+    return tiny_export
 
 
 @pytest.fixture(scope="module")

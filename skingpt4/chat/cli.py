@@ -42,23 +42,29 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                           help="ask this (repeatable: one conversation), print the answers and exit")
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown",
                         help="output of --clinical / --ask (default markdown)")
-    decoding = parser.add_argument_group("decoding (default: run.decoding of the config)")
-    decoding.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    decoding.add_argument("--num-beams", type=int, help="beam search with N beams (implies --greedy)")
-    decoding.add_argument("--temperature", type=float)
-    decoding.add_argument("--top-p", type=float)
-    decoding.add_argument("--max-new-tokens", type=int)
-    decoding.add_argument("--seed", type=int, help="reproducible sampling")
+    add_decoding_arguments(parser, "decoding (default: run.decoding of the config)")
     parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. model.template=llama2_chat model.ckpt=my.pth")
     return parser.parse_args(argv)
 
 
+def add_decoding_arguments(parser: argparse.ArgumentParser, title: str, beams: bool = True) -> None:
+    decoding = parser.add_argument_group(title)
+    decoding.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
+    if beams:
+        decoding.add_argument("--num-beams", type=int, help="beam search with N beams (implies --greedy)")
+    decoding.add_argument("--temperature", type=float)
+    decoding.add_argument("--top-p", type=float)
+    decoding.add_argument("--max-new-tokens", type=int)
+    decoding.add_argument("--seed", type=int, help="reproducible sampling")
+
+
 def decoding_from_args(args: argparse.Namespace, run: ChatRunConfig) -> DecodingConfig:
     changes = {key: value for key, value in (("temperature", args.temperature), ("top_p", args.top_p),
                                               ("max_new_tokens", args.max_new_tokens), ("seed", args.seed),
-                                              ("num_beams", args.num_beams)) if value is not None}
-    if args.greedy or (args.num_beams or 1) > 1:
+                                              ("num_beams", getattr(args, "num_beams", None)))
+               if value is not None}
+    if args.greedy or (getattr(args, "num_beams", None) or 1) > 1:
         changes["do_sample"] = False
     try:
         return dataclasses.replace(run.decoding, **changes)  # validated again by DecodingConfig
