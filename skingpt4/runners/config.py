@@ -44,6 +44,7 @@ class RunConfig:
     # devices / distribution (torch.distributed; launched by torchrun or accelerate launch)
     device: str = "auto"                # auto | cpu | cuda
     dist_backend: str = "auto"          # auto (nccl on GPU, gloo on CPU) | nccl | gloo
+    sharding: str = "none"              # none (DDP replicas) | fsdp (FSDP2: weights sharded over processes)
     # outputs
     output_dir: str = "output/run"
     resume_ckpt_path: Optional[str] = None
@@ -79,6 +80,7 @@ def build_run_config(section) -> DictConfig:
     _check_choice(cfg.precision, PRECISIONS, "run.precision")
     _check_choice(cfg.device, DEVICES, "run.device")
     _check_choice(cfg.dist_backend, ("auto", "nccl", "gloo"), "run.dist_backend")
+    _check_choice(cfg.sharding, ("none", "fsdp"), "run.sharding")
     if cfg.lr_sched not in registry.lr_schedulers:
         raise ConfigError("run.lr_sched: " + registry.unknown_choice_message(
             registry.lr_schedulers.kind, cfg.lr_sched, registry.lr_schedulers.names()))

@@ -38,6 +38,7 @@ from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.metrics import MetricsLog, plot_loss_curve
 from skingpt4.runners.optim import build_optimizer
+from skingpt4.runners import sharding
 
 log = logging.getLogger("skingpt4.train")
 LAST_CHECKPOINT = "checkpoint_last.pth"
@@ -89,6 +90,12 @@ class Runner:
         self.total_steps = cfg.max_epoch * cfg.iters_per_epoch
         if cfg.precision == "fp16" and dist.device.type != "cuda":
             raise ConfigError("run.precision=fp16 needs a CUDA device; on CPU use bf16 or fp32")
+        self.sharded = cfg.sharding == "fsdp"
+        if self.sharded:
+            if not dist.distributed:
+                raise ConfigError("run.sharding=fsdp shards the model over several processes; start them with "
+                                  "torchrun --nproc-per-node N (or use run.sharding=none for one process)")
+            sharding.shard_model(model, dist)  # before the optimizer: it steps on the shards
         self.optimizer = build_optimizer(model, cfg.init_lr, cfg.weight_decay, cfg.betas)
         spec = ScheduleSpec(cfg.init_lr, cfg.min_lr, cfg.warmup_lr, cfg.warmup_steps, cfg.iters_per_epoch,
                             cfg.max_epoch, cfg.lr_decay_rate)
@@ -100,9 +107,12 @@ class Runner:
 
     # ------------------------------------------------------------------------------------------ state
     def state(self) -> dict:
+        sharded = self.sharded  # gathering full tensors is a collective: every process builds the state
         return {
-            "model": self.model.trainable_state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": sharding.full_trainable_state(self.model) if sharded else self.model.trainable_state_dict(),
+            "optimizer": sharding.optimizer_state(self.model, self.optimizer) if sharded else
+            self.optimizer.state_dict(),
+            "sharding": self.cfg.sharding,
             "lr_scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "config": self.config,
@@ -116,8 +126,15 @@ class Runner:
 
     def resume(self, path: str) -> None:
         payload = ckpt.read_training_checkpoint(path)
-        self.model.load_trainable_state_dict(payload["model"], path)
-        self.optimizer.load_state_dict(payload["optimizer"])
+        if payload.get("sharding", "none") != self.cfg.sharding:
+            raise ConfigError(f"run.resume_ckpt_path '{path}' was written with run.sharding="
+                              f"{payload.get('sharding', 'none')}; resume it with the same setting")
+        if self.sharded:
+            sharding.load_full_trainable_state(self.model, payload["model"], path)
+            sharding.load_optimizer_state(self.model, self.optimizer, payload["optimizer"])
+        else:
+            self.model.load_trainable_state_dict(payload["model"], path)
+            self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["lr_scheduler"])
         if payload.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(payload["scaler"])
@@ -143,9 +160,11 @@ class Runner:
         return self.cfg.batch_size_train * self.dist.world_size * self.cfg.accum_grad_iters
 
     def save(self, name: str) -> Optional[Path]:
-        if not self.dist.is_main:
+        if not self.dist.is_main and not self.sharded:
             return None
         state = self.state()
+        if not self.dist.is_main:
+            return None
         return ckpt.save_checkpoint(self.output_dir / name, state.pop("model"), **state)
 
     # ------------------------------------------------------------------------------------------ loop
@@ -167,7 +186,7 @@ class Runner:
             start_micro_step=self.step * cfg.accum_grad_iters, num_workers=cfg.num_workers,
             pin_memory=self.dist.device.type == "cuda")
         forward_model = self.model
-        if self.dist.distributed:
+        if self.dist.distributed and not self.sharded:
             device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             # Buffers (rotary tables, position ids) are constants: no per-step sync. Parameters and buffers are
             # still broadcast from rank 0 once at construction.
@@ -249,7 +268,10 @@ class Runner:
                 batch, weight = to_device(batch, device), 1.0
                 self._last_batch = batch
             sync = micro == cfg.accum_grad_iters - 1 or not self.dist.distributed
-            with (contextlib.nullcontext() if sync else forward_model.no_sync()), mixed_precision:
+            if self.sharded:
+                forward_model.set_requires_gradient_sync(sync)
+            no_sync = contextlib.nullcontext() if sync or self.sharded else forward_model.no_sync()
+            with no_sync, mixed_precision:
                 loss = self.train_step(forward_model, batch)["loss"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower run.init_lr or "
@@ -261,7 +283,8 @@ class Runner:
         grad_norm = float("nan")
         if did_backward:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm or math.inf))
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm or math.inf)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
