@@ -1,5 +1,6 @@
 """Several processes (torchrun, gloo) equal one: LoRA with DDP replicas, and sharded training (run.sharding=fsdp,
-FSDP2) of the tiny SkinGPT-4 with LoRA adapters, against one process with the same global batch."""
+FSDP2) of the tiny SkinGPT-4 with LoRA adapters, against one process with the same global batch; a sharded run
+resumes exactly."""
 import json
 import subprocess
 import sys
@@ -42,7 +43,9 @@ def test_two_gloo_processes_with_lora_match_one(train_data, tiny_assets, tmp_pat
     run = {"max_epoch": 1, "iters_per_epoch": 4, "progress_bar": False, "tensorboard": False, "log_freq": 1}
     two = {sharding: {**run, "batch_size_train": 2, "sharding": sharding, "output_dir": tmp_path / sharding}
            for sharding in ("none", "fsdp")}  # DDP replicas, then FSDP2 shards
-    torchrun(cfg_path, [[f"run.{k}={v}" for k, v in r.items()] for r in two.values()], subprocess_env)
+    split = {**two["fsdp"], "output_dir": tmp_path / "split"}
+    resumed = [{**split, "stop_after_iters": 2}, {**split, "resume_ckpt_path": tmp_path / "split" / "checkpoint_last.pth"}]
+    torchrun(cfg_path, [[f"run.{k}={v}" for k, v in r.items()] for r in [*two.values(), *resumed]], subprocess_env)
     one = {**run, "batch_size_train": 4, "output_dir": tmp_path / "one"}
     single, _ = train_script.run_training(load_config(cfg_path, [f"run.{k}={v}" for k, v in one.items()]))
     a = read_checkpoint(single.checkpoint)
@@ -54,3 +57,8 @@ def test_two_gloo_processes_with_lora_match_one(train_data, tiny_assets, tmp_pat
         for key in a["model"]:
             torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=1e-6, msg=f"{sharding}: {key}")
         assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / sharding), abs=1e-5), sharding
+    # a sharded run stopped at step 2 and resumed (full-state checkpoint) ends where the straight one does
+    straight, again = (read_checkpoint(tmp_path / d / "checkpoint_last.pth") for d in ("fsdp", "split"))
+    assert again["step"] == 4
+    for key in straight["model"]:
+        torch.testing.assert_close(straight["model"][key], again["model"][key], rtol=0, atol=0, msg=key)
