@@ -13,7 +13,8 @@ from skingpt4.models.variant_files import variant_files
 from skingpt4.runners import build_run_config
 
 FOLDER = Path(__file__).resolve().parents[1] / "train_configs"
-RECIPES = ("step1", "step2", "tiny_step1", "tiny_step2")      # the runnable configs
+RECIPES = ("step1", "step2", "tiny_step1", "tiny_step2",     # the runnable configs
+           "step2_lora", "step2_qlora", "step2_fsdp", "tiny_step2_lora")  # LoRA, QLoRA, sharded (docs/scaling.md)
 LAYERS = ("paper_schedule", "tiny")                           # shared layers (no data of their own)
 REAL_VARIANTS = ("llama2_13b_chat", "vicuna_13b", "vicuna_7b")
 
