@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from skingpt4.common.config import ConfigError, load_config
+from skingpt4.common.paths import check_config_paths
 from skingpt4.evaluation.cases import CaseError
 from skingpt4.evaluation.questionnaire import QuestionnaireError
 from skingpt4.evaluation.tasks import TASKS, EvalContext
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.cfg_path, args.options)
         ctx = EvalContext(cfg, Path(args.out), resume=args.resume)
+        check_config_paths(cfg, "evaluate", args.task, args.inputs)  # every wrong path at once, before loading
         ctx.out.mkdir(parents=True, exist_ok=True)
         task = TASKS[args.task]
         summary = task(ctx, args.inputs) if args.task == "questionnaire" else task(ctx)

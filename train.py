@@ -30,9 +30,11 @@ def run_training(cfg):
     """Build task, datasets, model and runner from a loaded config and train. Returns (TrainResult, model)."""
     from skingpt4.common import registry
     from skingpt4.common.config import to_plain
+    from skingpt4.common.paths import check_config_paths
     from skingpt4.runners import build_run_config, init_distributed
 
     run_cfg = build_run_config(cfg.get("run"))
+    check_config_paths(cfg, "train")  # every wrong path at once, before anything loads
     task = registry.tasks.get(run_cfg.task)(run_cfg)
     task.check_config(cfg)  # cheap checks (paths of checkpoints, sections) before anything heavy
     dist = init_distributed(run_cfg.device, run_cfg.dist_backend)

@@ -59,7 +59,7 @@ def test_step2_starts_from_the_step1_checkpoint(data, tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["run.init_lr=-1e-4"], "config error: run.init_lr must be >= 0, got -0.0001"),
+    (["run.init_lr=-1e-4"], "config error: run.init_lr must be > 0, got -0.0001"),
     (["run.lr_sched=cosine"], "config error: run.lr_sched: unknown LR schedule 'cosine' valid choices: "
                               "linear_warmup_cosine_lr, linear_warmup_step_lr"),
     (["datasets.skincon_concepts.storage=/nonexistent/skincon"],

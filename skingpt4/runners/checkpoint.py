@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import random
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from skingpt4.common.config import ConfigError
+from skingpt4.models.checkpoints import CheckpointError, read_checkpoint
 
 CHECKPOINT_FORMAT = 1
 
@@ -30,22 +29,23 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
 
 
-def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+def load_trainable_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str,
+                              key: str = "run.resume_ckpt_path") -> None:
     """Load `state` into the trainable parameters; every trainable parameter must be present and nothing
     else may be (unlike the original's `strict=False`, which silently loads nothing when names differ)."""
     expected = {name for name, p in model.named_parameters() if p.requires_grad}
     missing, unexpected = expected - set(state), set(state) - expected
     if missing or unexpected:
-        raise ValueError(
-            f"checkpoint '{source}' does not match the trainable parameters: "
+        raise CheckpointError(
+            f"config key '{key}': checkpoint '{source}' does not match the trainable parameters: "
             f"missing {sorted(missing)}, unexpected {sorted(unexpected)}"
         )
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state.items():
             if params[name].shape != value.shape:
-                raise ValueError(
-                    f"checkpoint '{source}': '{name}' has shape {tuple(value.shape)}, "
+                raise CheckpointError(
+                    f"config key '{key}': checkpoint '{source}': '{name}' has shape {tuple(value.shape)}, "
                     f"the model expects {tuple(params[name].shape)}"
                 )
             params[name].copy_(value)
@@ -73,15 +73,6 @@ def _as_python_random_state(state):
 
 
 def load_checkpoint(path: str | os.PathLike, key: str = "run.resume_ckpt_path") -> dict[str, Any]:
-    """Read a checkpoint (tensors and plain containers only: `weights_only=True`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config key '{key}': no such checkpoint file '{path}'")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"could not read checkpoint '{path}' ({type(err).__name__}: {err}); "
-                         "is it a complete .pth file?") from err
-    if not isinstance(payload, dict) or "model" not in payload:
-        raise ValueError(f"checkpoint '{path}' is not a {{'model': ...}} training checkpoint")
-    return payload
+    """Read a training checkpoint through the one checkpoint reader (tensors and plain containers only);
+    every problem is a one-line CheckpointError naming `key` and the file."""
+    return read_checkpoint(path, key, require=("model",))
