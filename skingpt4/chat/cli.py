@@ -24,6 +24,7 @@ from skingpt4.chat.build import ChatRunConfig, build_engine, read_chat_config
 from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatEngine, ChatInputError, Conversation
 from skingpt4.chat.notices import DISCLAIMER
+from skingpt4.chat.provenance import provenance, seeded
 from skingpt4.common.config import ConfigError
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
@@ -78,11 +79,19 @@ def answer_questions(engine: ChatEngine, conv: Conversation, questions, decoding
     return answers
 
 
-def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str) -> str:
+def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str,
+                   provenance: Optional[dict] = None) -> str:
+    """provenance: which model, config, checkpoint and image (their SHA-256), version and time; with the
+    recorded seed in `decoding`, enough to reproduce every answer."""
+    provenance = provenance or {}
     if fmt == "json":
         return json.dumps({"image": image, "template": template, "decoding": dataclasses.asdict(decoding),
-                           "disclaimer": DISCLAIMER, "answers": answers}, indent=2, ensure_ascii=False)
+                           **provenance, "disclaimer": DISCLAIMER, "answers": answers}, indent=2, ensure_ascii=False)
     lines = [f"# SkinGPT-4 answers for `{image}`", "", f"> {DISCLAIMER}", ""]
+    if provenance:
+        seed = f", seed {decoding.seed}" if decoding.do_sample else ", greedy"
+        lines += [f"_Model {provenance['model_type']}, projection {provenance['projection_sha256'][:12]}{seed}; "
+                  f"skingpt4 {provenance['skingpt4_version']}, {provenance['created_utc']}._", ""]
     for i, item in enumerate(answers, 1):
         lines += [f"## {i}. {item['question']}", "", item["answer"] or "_(no answer)_", ""]
     return "\n".join(lines)
@@ -151,9 +160,11 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextI
         image = load_image(args.image)  # before the model: loading a 13B LLM takes minutes
         engine = build_engine(cfg, run)
         if args.clinical or args.ask:
+            decoding = seeded(decoding)  # a sampled answer always records its seed: rerun with --seed to repeat it
             conv = engine.new_conversation(image)
             answers = answer_questions(engine, conv, CLINICAL_PROMPTS if args.clinical else args.ask, decoding)
-            print(format_answers(answers, args.image, args.format, decoding, run.template), file=out)
+            record = provenance(engine.model, args.cfg_path, args.image, run.template)
+            print(format_answers(answers, args.image, args.format, decoding, run.template, record), file=out)
         else:
             interactive(engine, image, decoding, stdin, out)
     except (ConfigError, ChatInputError) as err:

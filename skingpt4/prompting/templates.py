@@ -12,6 +12,7 @@ SkinGPT-4 / MiniGPT-4 demo prompt, byte for byte:
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -64,10 +65,18 @@ class ChatTemplate:
         return before, after
 
     def clean_reply(self, text: str) -> str:
-        """The reply as shown to the user and kept in the history: cut at the first stop string, trimmed."""
+        """The reply as shown to the user and kept in the history: cut at the first stop string, control
+        characters removed (a browser draws them as empty boxes; newlines and tabs stay), trimmed."""
         for stop in self.stop_strings:
             text = text.split(stop, 1)[0]
-        return text.strip()
+        return strip_control_characters(text).strip()
+
+
+def strip_control_characters(text: str) -> str:
+    """Drop C0/C1 control characters (a random or byte-fallback token can decode to one); keep newline and tab,
+    turn carriage returns into newlines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
 
 
 VICUNA_V0 = chat_templates.register("vicuna_v0")(
