@@ -25,10 +25,9 @@ from typing import Any, Optional
 
 from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
                             write_prepared)
-from skingpt4.common.images import DEFAULT_MAX_PIXELS
+from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 DEFAULT_MAPPING = Path(__file__).resolve().parent / "dermnet_mapping.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def load_mapping(path: Path = DEFAULT_MAPPING) -> dict[str, Any]:
