@@ -1,4 +1,4 @@
-"""Evaluate SkinGPT-4: the paper's clinical protocol, consistency, response time, diagnosis metrics, ablations.
+r"""Evaluate SkinGPT-4: the paper's clinical protocol, consistency, response time, diagnosis metrics, ablations.
 
     python evaluate.py --cfg-path eval_configs/evaluate_tiny.yaml --task clinical --out output/eval/clinical
     python evaluate.py --cfg-path eval_configs/evaluate_tiny.yaml --task questionnaire --out output/eval/fig4a \
@@ -46,7 +46,11 @@ def main(argv=None) -> int:
     except (ConfigError, CaseError, CheckpointError, QuestionnaireError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.task}: wrote {ctx.out} ({summary.get('problems', 0)} case(s) skipped, see problems.json)")
+    if args.task == "questionnaire":  # it reads rows of ratings, not cases
+        print(f"{args.task}: wrote {ctx.out} ({summary['ratings']} rating(s) counted, {summary['bad_rows']} row(s) "
+              "left out, see questionnaire_problems.csv)")
+    else:
+        print(f"{args.task}: wrote {ctx.out} ({summary.get('problems', 0)} case(s) skipped, see problems.json)")
     return 0
 
 

@@ -22,7 +22,7 @@ from skingpt4.chat.notices import DISCLAIMER, PHOTO_GUIDELINE
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.demo.loading import ModelLoader
 from skingpt4.demo.uploads import UploadJanitor
-from skingpt4.prompting.clinical import CLINICAL_PROMPTS
+from skingpt4.prompting.clinical import CLINICAL_LABELS, CLINICAL_PROMPTS
 
 log = logging.getLogger("skingpt4.demo")
 
@@ -35,7 +35,6 @@ IMAGE_PROBLEMS = {
     "unreadable": "This image could not be read. Please try another photo or save it as JPEG or PNG.",
     "missing": "The upload did not arrive. Please upload the photo again.",
 }
-CLINICAL_LABELS = ("Describe the skin disease", "Additional features", "Cause", "Treatment and medication")
 
 
 @dataclasses.dataclass

@@ -26,6 +26,8 @@ from skingpt4.evaluation.records import case_record, model_fingerprint, record_f
 from skingpt4.evaluation.report import case_html, thumbnail_data_uri, write_report
 from skingpt4.evaluation.sessions import run_sessions
 from skingpt4.evaluation.tables import format_table, none_if_nan, write_csv, write_json
+from skingpt4.models.checkpoints import load_projection
+from skingpt4.prompting.clinical import prompt_name
 
 log = logging.getLogger("skingpt4.evaluation")
 
@@ -250,16 +252,21 @@ def _diagnosis(ctx: EvalContext, sessions, out: Path) -> dict:
     write_csv(out / "per_class.csv", result["per_class"],
               ["class", "support", "predicted", "precision", "recall", "f1"])
     met.plot_confusion(result["confusion"], out / "confusion_matrix.png")
-    by_skin = met.stratified(y_true, y_pred, [r["skin_type"] or None for r in rows], ctx.extractor.classes)
-    if by_skin:
-        write_csv(out / "by_skin_type.csv", by_skin, ["group", "n", "accuracy", "unknown_rate", "macro_f1"])
+    by_skin = met.stratified_by_scale(y_true, y_pred, [r["skin_type"] or None for r in rows], ctx.extractor.classes)
+    columns = ["group", "n", "accuracy", "unknown_rate", "macro_f1"]
+    for scale, table in by_skin.items():  # one table per scale: Fitzpatrick types and DDI bands never mixed
+        write_csv(out / SKIN_TABLES[scale], table, columns)
     write_json(out / "metrics.json", {**_clean(result), "by_skin_type": _clean(by_skin)})
     headline = {k: none_if_nan(result[k]) for k in ("n", "accuracy", "unknown_rate", "macro_precision",
                                                     "macro_recall", "macro_f1")}
     print(format_table([headline], list(headline)))
-    if by_skin:
-        print(format_table(by_skin, ["group", "n", "accuracy", "unknown_rate", "macro_f1"]))
+    for scale, table in by_skin.items():
+        print(f"\nby {met.SKIN_SCALES[scale]}:")
+        print(format_table(table, columns))
     return {**headline, "by_skin_type": _clean(by_skin)}
+
+
+SKIN_TABLES = {"fitzpatrick": "by_fitzpatrick_type.csv", "ddi": "by_ddi_skin_tone.csv", "other": "by_skin_type_other.csv"}
 
 
 def _concepts(concept_extractor: ConceptExtractor, sessions, out: Path) -> dict:
@@ -282,15 +289,17 @@ def response_time(ctx: EvalContext) -> dict:
         ctx.sessions(cases[:settings.warmup], ctx.ev.prompts[:1], batch_size=1)
     sessions, failed = ctx.sessions(cases[settings.warmup:], ctx.ev.prompts, batch_size=1)
     problems += failed
-    rows = [{"case_id": s.case.case_id, "prompt_index": i + 1, "seconds": a["seconds"], "new_tokens": a["new_tokens"],
-             "prompt": a["prompt"]} for s in sessions for i, a in enumerate(s.answers)]
-    write_csv(ctx.out / "latency.csv", rows, ["case_id", "prompt_index", "seconds", "new_tokens", "prompt"])
+    names = [prompt_name(p, i) for i, p in enumerate(ctx.ev.prompts)]
+    rows = [{"case_id": s.case.case_id, "prompt_index": i + 1, "prompt_name": names[i], "seconds": a["seconds"],
+             "new_tokens": a["new_tokens"], "prompt": a["prompt"]} for s in sessions for i, a in enumerate(s.answers)]
+    write_csv(ctx.out / "latency.csv", rows,
+              ["case_id", "prompt_index", "prompt_name", "seconds", "new_tokens", "prompt"])
     if not rows:
         write_json(ctx.out / "problems.json", problems)
         raise CaseError(f"no case could be timed; see {ctx.out / 'problems.json'}")
     groups = {"all answers": [r["seconds"] for r in rows]}
-    for i in range(len(ctx.ev.prompts)):
-        groups[f"prompt {i + 1}"] = [r["seconds"] for r in rows if r["prompt_index"] == i + 1]
+    for i, name in enumerate(names):  # named, not "prompt 1-4": a reader of the plot sees which question
+        groups[name] = [r["seconds"] for r in rows if r["prompt_index"] == i + 1]
     groups["whole case"] = [sum(a["seconds"] for a in s.answers) for s in sessions]
     stats = {name: latency_stats(values) for name, values in groups.items() if values}
     plot_latency({k: groups[k] for k in stats}, ctx.out / "latency.png")
@@ -317,26 +326,46 @@ def ablation(ctx: EvalContext) -> dict:
              for name, path in checkpoints.items()}  # all checked before hours of compute start
     task: Callable = {"metrics": metrics, "consistency": consistency}[ctx.ev.ablation.task]
     model, rows = ctx.engine.model, []
-    for path in paths.values():  # a checkpoint for another LLM size fails here, before any evaluation
-        model.load_projection(str(path))
+    keys = {name: f"evaluation.ablation.checkpoints.{name}" for name in paths}
+    for name, path in paths.items():  # a checkpoint for another LLM size fails here, before any evaluation
+        load_projection(model.llama_proj, str(path), keys[name])
     for name, path in paths.items():
         log.info("ablation: %s (%s)", name, path)
-        report = model.load_projection(str(path))
+        report = load_projection(model.llama_proj, str(path), keys[name])
         ctx.checkpoint = str(path)
         log.info("%s", report)
         summary = task(ctx, ctx.out / name)
         diagnosis, concepts = summary.get("diagnosis", {}), summary.get("concepts", {})
         n = diagnosis.get("n") or concepts.get("images") or 0
-        rows.append({"checkpoint": name, "path": str(path), "projection_sha256": summary["projection_sha256"][:16],
+        rows.append({"checkpoint": name, "path": str(path), "projection_sha256": summary["projection_sha256"],
                      "accuracy": diagnosis.get("accuracy"), "macro_f1": diagnosis.get("macro_f1"),
                      "unknown_rate": diagnosis.get("unknown_rate"),
                      "concept_micro_recall": concepts.get("micro_recall"),
                      "consistency_ratio": summary.get("decoding", {}).get("consistency_ratio"),
                      "cases_per_minute": 60 * n / summary["seconds"] if summary.get("seconds") and n else None})
-    write_csv(ctx.out / "ablation.csv", rows, ABLATION_COLUMNS)
-    print(format_table([{k: ("" if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                        for r in rows], ABLATION_COLUMNS[:-1]))
-    return _finish(ctx.out, {"task": "ablation", "evaluation": ctx.ev.ablation.task, "rows": rows}, [])
+    unmeasured = _not_measured(ctx.ev.ablation.task, rows)
+    shown = [{k: NOT_MEASURED if k in unmeasured else v for k, v in r.items()} for r in rows]
+    write_csv(ctx.out / "ablation.csv", shown, ABLATION_COLUMNS)  # the full projection SHA-256
+    print(format_table([{k: ("" if v is None else round(v, 4) if isinstance(v, float) else
+                             v[:12] if k == "projection_sha256" else v) for k, v in r.items()} for r in shown],
+                       ABLATION_COLUMNS[:-1]))
+    return _finish(ctx.out, {"task": "ablation", "evaluation": ctx.ev.ablation.task, "rows": rows,
+                             "not_measured": sorted(unmeasured)}, [])
+
+
+NOT_MEASURED = "not measured"
+
+
+def _not_measured(task: str, rows: list[dict]) -> set[str]:
+    """The columns the ablation's task does not measure (left empty, they would read as missing results)."""
+    if task == "consistency":
+        return {"accuracy", "macro_f1", "unknown_rate", "concept_micro_recall"}
+    unmeasured = {"consistency_ratio"}
+    if all(r["concept_micro_recall"] is None for r in rows):  # no case carries SKINCON concepts
+        unmeasured.add("concept_micro_recall")
+    if all(r["accuracy"] is None for r in rows):  # no case carries a class label
+        unmeasured |= {"accuracy", "macro_f1", "unknown_rate"}
+    return unmeasured
 
 
 TASKS = {"clinical": clinical, "questionnaire": questionnaire, "consistency": consistency, "metrics": metrics,
