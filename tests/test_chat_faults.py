@@ -76,6 +76,7 @@ def test_json_records_provenance_and_a_drawn_seed(tiny_assets, photo):
 
 
 def test_control_characters_are_removed_from_replies(tiny_model, monkeypatch):
+    assert VICUNA_V0.clean_reply("cut inside a character \ufffd\ufffd") == "cut inside a character"
     assert VICUNA_V0.clean_reply(" It is\x07 acne\x00.\r\nSee\ta doctor\x1b.\x85###Human: x") == (
         "It is acne.\nSee\ta doctor.")
     engine = ChatEngine(tiny_model)

@@ -1,5 +1,6 @@
 """The Gradio page: photo upload (or camera), streamed chat, the four clinical questions as one-click buttons,
-decoding controls, Restart; the disclaimer and a photo guideline are always on screen.
+decoding controls (greedy, temperature, top-p, beams), Restart; the disclaimer, a photo guideline and which model
+answers (variant, checkpoint, projection hash) are always on screen.
 
 Privacy (DESIGN §9) is decided here and in `launch.py`: every browser session has its own state (a
 `gr.State`), uploads are deleted when replaced, on Restart and when the session ends, nothing about a chat or a
@@ -14,6 +15,7 @@ import logging
 from typing import Optional
 
 import gradio as gr
+from gradio.exceptions import InvalidPathError
 from PIL import Image
 
 from skingpt4.chat.decoding import DecodingConfig
@@ -46,42 +48,65 @@ class ChatSession:
     conv: Optional[Conversation] = None     # made on the first question (the model may still be loading)
 
 
+class _Blocks(gr.Blocks):
+    """Blocks that answer a crafted event naming a file that was never uploaded (e.g. '/etc/passwd', '../x')
+    with a clear message. Gradio refuses such a path before any handler runs, but with show_error off the client
+    got only `{"error": null}` and the server log a traceback."""
+
+    async def preprocess_data(self, block_fn, inputs, state, explicit_call: bool = False):
+        try:
+            return await super().preprocess_data(block_fn, inputs, state, explicit_call)
+        except InvalidPathError:
+            log.warning("refused a request naming a file that was not uploaded through this page")
+            raise gr.Error(NOT_UPLOADED_HERE, print_exception=False) from None
+
+
+NOT_UPLOADED_HERE = "That file was not uploaded through this page, so it cannot be used. Please upload the photo again."
+
+
 def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJanitor) -> gr.Blocks:
-    with gr.Blocks(title="SkinGPT-4", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
+    with _Blocks(title="SkinGPT-4", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         state = gr.State(None)
-        gr.Markdown("# SkinGPT-4 — a local dermatology assistant")
+        gr.Markdown("# SkinGPT-4 — a local dermatology assistant", elem_id="title")
         gr.Markdown(f"⚠️ **{DISCLAIMER}**", elem_id="disclaimer")
-        status = gr.Markdown(loader.status(), elem_id="status")
-        with gr.Row():
-            with gr.Column(scale=1):
+        # On a narrow screen (a phone) the chat column comes first (CSS `order`, see launch.py) and the status
+        # line, where every error appears, sits right under the question box.
+        with gr.Row(elem_id="main"):
+            with gr.Column(scale=1, elem_id="side"):
                 photo = gr.Image(type="filepath", sources=["upload", "webcam"], label="Skin photo",
                                  elem_id="photo", height=300)
                 gr.Markdown(PHOTO_GUIDELINE, elem_id="guideline")
                 with gr.Accordion("Answer settings", open=True):
                     greedy = gr.Checkbox(value=not decoding.do_sample, label="Greedy (same answer every time)")
                     temperature = gr.Slider(0.1, 2.0, value=decoding.temperature, step=0.05, label="Temperature",
-                                            info="Sampling only; higher is more varied.")
+                                            info="Sampling only; higher is more varied.", elem_id="temperature")
+                    top_p = gr.Slider(0.05, 1.0, value=decoding.top_p, step=0.05, label="Top-p",
+                                      info="Sampling only; lower keeps to the likeliest words.", elem_id="top-p")
                     beams = gr.Slider(1, 5, value=decoding.num_beams, step=1, label="Beams",
                                       info="More than 1: beam search (deterministic, not streamed).")
                 restart = gr.Button("Restart", elem_id="restart")
-            with gr.Column(scale=2):
-                chatbot = gr.Chatbot(label="Conversation", elem_id="chat", height=460, feedback_options=None,
-                                     buttons=["copy"])
+            with gr.Column(scale=2, elem_id="chat-column"):
+                gr.Markdown("**Conversation**", elem_id="chat-title")  # above the box: a label inside it
+                chatbot = gr.Chatbot(label="Conversation", show_label=False, elem_id="chat", height=460,
+                                     feedback_options=None, buttons=["copy"])  # covered the top message
                 with gr.Row():
                     question = gr.Textbox(placeholder="Ask about the photo…", show_label=False, scale=5,
                                           elem_id="question", lines=1)
                     send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
+                status = gr.Markdown(loader.status(), elem_id="status")
                 gr.Markdown("**Clinical questions** (one click asks):")
                 with gr.Row():
                     clinical = [gr.Button(label, size="sm", elem_id=f"clinical-{i}")
                                 for i, label in enumerate(CLINICAL_LABELS)]
+                model_info = gr.Markdown(loader.model_line or "Model: loading…", elem_id="model-info")
         timer = gr.Timer(1.0, active=not loader.done)
 
         def show_loading():
-            return loader.status(), gr.Timer(active=not loader.done)
+            return loader.status(), loader.model_line or "Model: loading…", gr.Timer(active=not loader.done)
 
-        timer.tick(show_loading, outputs=[status, timer], show_progress="hidden", api_visibility="private")
-        demo.load(show_loading, outputs=[status, timer], show_progress="hidden", api_visibility="private")
+        loading_outputs = [status, model_info, timer]
+        timer.tick(show_loading, outputs=loading_outputs, show_progress="hidden", api_visibility="private")
+        demo.load(show_loading, outputs=loading_outputs, show_progress="hidden", api_visibility="private")
 
         def new_photo(payload: Optional[dict], session: Optional[ChatSession], request: gr.Request):
             session = session or ChatSession()
@@ -102,8 +127,8 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
             session.photo_path = path
             return session, [], "Photo received. Ask a question, or click one of the clinical questions.", gr.update()
 
-        def ask(text: str, greedy_on: bool, temp: float, n_beams: float, session: Optional[ChatSession],
-                history: list):
+        def ask(text: str, greedy_on: bool, temp: float, nucleus: float, n_beams: float,
+                session: Optional[ChatSession], history: list):
             session = session or ChatSession()
             history = list(history or [])
             engine = loader.engine
@@ -114,8 +139,12 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
                 yield session, history, "⚠️ Please upload a photo of the skin first.", text
                 return
             n_beams = int(n_beams)
-            settings = dataclasses.replace(decoding, do_sample=not greedy_on and n_beams == 1,
-                                           temperature=float(temp), num_beams=n_beams)
+            try:
+                settings = dataclasses.replace(decoding, do_sample=not greedy_on and n_beams == 1,
+                                               temperature=float(temp), top_p=float(nucleus), num_beams=n_beams)
+            except ValueError as err:  # a crafted request outside the sliders' ranges
+                yield session, history, f"⚠️ {err}", text
+                return
             try:
                 if session.conv is None:
                     session.conv = engine.new_conversation(session.image)
@@ -138,7 +167,7 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
                         "exchange(s) are no longer in the model's view (the photo is). Press Restart to start over.")
             yield session, history, note, ""
 
-        ask_inputs = [greedy, temperature, beams, state, chatbot]
+        ask_inputs = [greedy, temperature, top_p, beams, state, chatbot]
         ask_outputs = [state, chatbot, status, question]
         common = dict(concurrency_id="model", concurrency_limit=1, api_visibility="private")
         answering = [send.click(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common),

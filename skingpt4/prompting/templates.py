@@ -69,7 +69,8 @@ class ChatTemplate:
         characters removed (a browser draws them as empty boxes; newlines and tabs stay), trimmed."""
         for stop in self.stop_strings:
             text = text.split(stop, 1)[0]
-        return strip_control_characters(text).strip()
+        # a reply cut at max_new_tokens can end inside a character, which decodes as U+FFFD: drop that tail
+        return strip_control_characters(text).rstrip("\ufffd").strip()
 
 
 def strip_control_characters(text: str) -> str:
