@@ -78,3 +78,16 @@ def test_webdataset_source_announces_its_shards(train_data, tmp_path, caplog):
     first, last = sorted((tmp_path / "shards").glob("*.tar"))[::2]
     assert (f"dataset 'stream': webdataset stream of 3 shard(s) from '{first}' ... '{last}' (shuffle buffer 1000, "
             "repeating)") in caplog.text
+
+
+def test_every_wrong_path_of_an_evaluation_is_listed_at_once(tiny_assets, tmp_path, capsys):
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"model: {{model_type: tiny, ckpt: {tmp_path / 'gone.pth'}}}\n"
+                      f"evaluation:\n  cases: {tmp_path / 'no_cases'}\n"
+                      f"  ablation: {{checkpoints: {{step1_only: {tmp_path / 's1.pth'}}}}}\n")
+    assert evaluate_main(["--cfg-path", str(config), "--task", "ablation", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: 3 paths in the config need fixing: (1) config key 'model.ckpt': no such file")
+    assert "(2) config key 'evaluation.cases': no such" in err
+    assert "(3) config key 'evaluation.ablation.checkpoints.step1_only': no such file" in err
+    assert len(err.splitlines()) == 1
