@@ -1,4 +1,4 @@
-"""Dermnet (Kaggle) -> step-2 training set: each image captioned with its SkinGPT-4 class (DESIGN §7).
+"""Dermnet (Kaggle) -> step-2 training set: each image captioned with its SkinGPT-4 class (docs/datasets.md).
 
     python data_prep/prepare_dermnet.py --root dermnet --split train --out data/prepared/dermnet
     python data_prep/prepare_dermnet.py --root dermnet --split test  --out data/prepared/dermnet_test

@@ -169,7 +169,7 @@ def test_preparing_twice_is_byte_identical(raw, tmp_path):
 
 
 # ---------------------------------------------------------------- Dermnet
-DESIGN_MAPPING = {  # DESIGN §7, written out independently of data_prep/dermnet_mapping.json
+DESIGN_MAPPING = {  # docs/datasets.md, written out independently of data_prep/dermnet_mapping.json
     "Acne and rosacea": ["Acne and Rosacea Photos"],
     "Malignant lesions": ["Actinic Keratosis Basal Cell Carcinoma and other Malignant Lesions"],
     "Dermatitis": ["Atopic Dermatitis Photos", "Eczema Photos", "Exanthems and Drug Eruptions",

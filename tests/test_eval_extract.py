@@ -18,7 +18,7 @@ def extractor():
 def test_data_file_has_the_papers_15_classes_plus_others(extractor):
     assert len(extractor.classes) == 16 and extractor.classes[-1] == "Others"
     assert extractor.classes[0] == "Acne and rosacea" and MEL in extractor.classes
-    # every Dermnet folder of DESIGN section 7 is placed, or listed as not placeable
+    # every Dermnet folder of docs/datasets.md is placed, or listed as not placeable
     assert len(extractor.dermnet_folders) + len(extractor.unplaced_dermnet_folders) == 23
     assert extractor.label_for_folder("Lupus and other Connective Tissue diseases") == "Connective tissue diseases"
     assert extractor.label_for_folder("Vasculitis Photos") == "Others"
