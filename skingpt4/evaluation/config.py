@@ -51,7 +51,7 @@ class EvaluationConfig:
     limit: Optional[int] = None              # evaluate only the first N cases
     unplaced_dermnet_as: Optional[str] = "Others"  # class of Dermnet folders the paper does not place; null: drop
     label_from_diagnosis: bool = False       # unlabelled cases with a `diagnosis` get the class named in it
-    class_file: Optional[str] = None         # default: skingpt4/evaluation/classes.json
+    class_file: Optional[str] = None         # default: skingpt4/common/classes.json (the one class table)
     concept_file: Optional[str] = None       # default: skingpt4/evaluation/concepts.json
     prompts: List[str] = field(default_factory=lambda: list(CLINICAL_PROMPTS))
     batch_size: int = 8                      # cases answered together by ChatEngine.ask_batch
