@@ -14,7 +14,7 @@ from skingpt4.chat import ChatEngine
 from skingpt4.common.config import ConfigError
 from skingpt4.evaluation import tasks
 from skingpt4.evaluation.questionnaire import STATEMENTS
-from skingpt4.evaluation.records import sha256_json
+from skingpt4.common.fingerprint import sha256_json
 from skingpt4.models.checkpoints import save_checkpoint, CheckpointError
 
 FAST = {"do_sample": True, "max_new_tokens": 6}
@@ -153,6 +153,11 @@ def test_metrics_by_skin_type_and_concept_recall(engine, dermnet_test, tmp_path)
     assert [r["group"] for r in read_csv(ctx.out / "by_skin_type.csv")] == ["I", "VI"]
     predictions = read_csv(ctx.out / "predictions.csv")
     assert [p["label"] for p in predictions][:2] == ["Acne and rosacea", "Malignant lesions"]
+    # free text and differential side by side: every case has a top-1, the disagreements are listed
+    side = summary["diagnosis"]["free_text_vs_differential"]
+    assert side["n"] == 4 and all(p["differential_top1"] for p in predictions)
+    differ = [p for p in predictions if p["differential_top1"] != p["predicted"]]
+    assert side["disagreements"] == len(differ) == len(read_csv(ctx.out / "disagreements.csv"))
     metrics = json.loads((ctx.out / "metrics.json").read_text())
     assert sum(map(sum, metrics["confusion"]["counts"])) == 4
     assert (ctx.out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"

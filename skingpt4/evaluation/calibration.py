@@ -1,17 +1,14 @@
 """Calibration of the differential (docs/evaluation.md, "Differential"): temperature scaling fitted on a validation
 split, expected calibration error, Brier score, reliability diagram, and the coverage-accuracy curve of abstaining
-below a confidence threshold. The fitted temperature is kept in a file next to the projection checkpoint
-(`<checkpoint stem>.calibration.json`), tied to the projection it was fitted for by its SHA-256."""
+below a confidence threshold. The fitted temperature's file is read and written by `skingpt4.chat.differential`."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 
-from skingpt4.common.config import ConfigError
 
 ECE_BINS = 15
 
@@ -113,6 +110,7 @@ def plot_reliability(curves: dict[str, list[dict]], path: Path) -> Path:
            title=f"Reliability ({ECE_BINS} bins)")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -132,42 +130,7 @@ def plot_coverage(curves: dict[str, list[dict]], path: Path) -> Path:
            ylim=(0, 1.02), title="Abstention: coverage vs accuracy")
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-# ------------------------------------------------------------------------------------------------ the file
-def calibration_path(checkpoint: str | Path) -> Path:
-    checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.calibration.json")
-
-
-def write_calibration(checkpoint: str | Path, record: dict) -> Path:
-    path = calibration_path(checkpoint)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
-    return path
-
-
-def read_calibration(checkpoint: Optional[str | Path], projection_sha256: str) -> Optional[dict]:
-    """The calibration fitted for this projection, or None when there is none. A file fitted for another
-    projection (the checkpoint was retrained) is an error: its temperature would mislead."""
-    if not checkpoint:
-        return None
-    path = calibration_path(checkpoint)
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-        temperature = float(record["temperature"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"calibration file '{path}' is unreadable ({err}); delete it or fit again "
-                          "(evaluate.py --task calibrate)") from None
-    if record.get("projection_sha256") != projection_sha256:
-        raise ConfigError(f"calibration file '{path}' was fitted for another projection than '{checkpoint}' holds; "
-                          "fit again (evaluate.py --task calibrate) or delete it")
-    if not temperature > 0:
-        raise ConfigError(f"calibration file '{path}': temperature must be > 0, got {temperature}")
-    return record

@@ -7,19 +7,26 @@ like {phrase}.", from the class table) followed by the template's end symbol. A 
 probability of its answer tokens (length-normalised, so long class names are not penalised). All classes are scored
 in one batched forward pass that reuses the prompt: the prompt runs once, its KV cache is repeated for the classes,
 and the answers run as one right-padded batch. Probabilities are softmax(score / T); T is fitted on a validation
-split (`calibration.py`). When the top probability is below `abstain_below`, the answer is "unsure, see a
-dermatologist".
+split (`evaluate.py --task calibrate`) and kept in a file next to the projection checkpoint
+(`<checkpoint stem>.calibration.json`), tied by its SHA-256 to the projection it was fitted for. When the top
+probability is below `abstain_below`, the answer is "unsure, see a dermatologist".
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
+from skingpt4.common.class_table import class_sentence, read_class_table
+from skingpt4.common.config import ConfigError
+from skingpt4.common.fingerprint import sha256_state_dict
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 ABSTAIN_MESSAGE = "Unsure: the model is not confident about this image. Please see a dermatologist."
+DEFAULT_ABSTAIN_BELOW = 0.5  # used when no calibration file sets its own threshold
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,12 @@ class Differential:
     def as_json(self) -> dict:
         return {"differential": [{"class": c, "probability": round(p, 6)} for c, p in self.ranked],
                 "abstained": self.abstained, "temperature": self.temperature}
+
+
+def class_answers(class_file: Optional[str] = None) -> list[ClassAnswer]:
+    """Each class's answer: its step-2 training caption ("This looks like {phrase}.") from the class table."""
+    table = read_class_table(class_file)
+    return [ClassAnswer(c["name"], class_sentence(table, c["name"])) for c in table["classes"]]
 
 
 def probabilities(scores: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -110,3 +123,43 @@ def reference_scores(model, image_embeds: torch.Tensor, question: str, answers: 
             positions = range(lay.prompt_length, len(lay.tokens))
             out.append(sum(float(logp[p - 1, lay.tokens[p]]) for p in positions) / len(positions))
     return out
+
+
+# ------------------------------------------------------------------------------------------------ calibration file
+def calibration_path(checkpoint: str | Path) -> Path:
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"{checkpoint.stem}.calibration.json")
+
+
+def write_calibration(checkpoint: str | Path, record: dict) -> Path:
+    path = calibration_path(checkpoint)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def read_calibration(checkpoint: Optional[str | Path], model) -> Optional[dict]:
+    """The calibration fitted for this model's projection, or None when there is none. A file fitted for another
+    projection (the checkpoint was retrained) is an error: its temperature would mislead."""
+    if not checkpoint:
+        return None
+    path = calibration_path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        temperature = float(record["temperature"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"calibration file '{path}' is unreadable ({err}); delete it or fit again "
+                          "(evaluate.py --task calibrate)") from None
+    if record.get("projection_sha256") != projection_sha256(model):
+        raise ConfigError(f"calibration file '{path}' was fitted for another projection than '{checkpoint}' holds; "
+                          "fit again (evaluate.py --task calibrate) or delete it")
+    if not temperature > 0:
+        raise ConfigError(f"calibration file '{path}': temperature must be > 0, got {temperature}")
+    return record
+
+
+def projection_sha256(model) -> str:
+    return sha256_state_dict(model.trainable_state_dict())
