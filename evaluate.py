@@ -4,7 +4,8 @@ r"""Evaluate SkinGPT-4: the paper's clinical protocol, consistency, response tim
     python evaluate.py --cfg-path eval_configs/evaluate_tiny.yaml --task questionnaire --out output/eval/fig4a \
         --inputs reviewer_a.csv reviewer_b.csv
 
-Tasks: clinical | questionnaire | consistency | metrics | response_time | ablation (docs/evaluation.md).
+Tasks: clinical | questionnaire | consistency | metrics | response_time | ablation | calibrate | differential
+(docs/evaluation.md).
 """
 from __future__ import annotations
 

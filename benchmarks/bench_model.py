@@ -4,7 +4,7 @@
     python benchmarks/bench_model.py --arch full --device cuda --dtype bf16   # full-size, random weights (GPU)
     python benchmarks/bench_model.py --arch full --device cpu --dtype bf16 --skip-llm   # ViT-g + Q-Former on CPU
 
-`--arch tiny` goes through the real loading path (SkinGPT4.from_config on the tiny files). `--arch full` builds the
+`--arch tiny` goes through the real loading path (build_model on the tiny files). `--arch full` builds the
 full-size architecture (EVA-ViT-g 39 blocks, Q-Former, Llama-2-13b-chat shapes) with random weights, no files
 needed; with --skip-llm the 13B LLM is built on the meta device (counted, not run), which fits a CPU machine.
 """
@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from skingpt4.common.precision import DTYPES  # noqa: E402
 from skingpt4.models.eva_vit import VisionConfig, build_eva_vit  # noqa: E402
 from skingpt4.models.qformer import QFormerConfig, build_qformer  # noqa: E402
 
 LLAMA2_13B = dict(vocab_size=32000, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
                   num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -53,14 +53,14 @@ def time_encode(encode, batch: int, device: torch.device, dtype: torch.dtype, re
 
 
 def build_tiny(device: str):
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
     from skingpt4.models.tiny import build_tiny_assets
 
     assets = Path(tempfile.mkdtemp(prefix="skingpt4_bench_"))
     build_tiny_assets(assets)
     os.environ["SKINGPT4_TINY_ASSETS"] = str(assets)
     start = time.perf_counter()
-    model = SkinGPT4.from_config({"model_type": "tiny", "device": device})
+    model = build_model({"variant": "tiny", "device": device})
     build_s = time.perf_counter() - start
     return model.parameter_counts(), model.encode_image, build_s, model.device, model.vit_dtype
 

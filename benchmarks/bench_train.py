@@ -5,7 +5,7 @@ without the frozen-feature cache (`run.cache_frozen_features`, eval transform).
     python benchmarks/bench_train.py                       # tiny model, CPU
     python benchmarks/bench_train.py --steps 40 --batch-size 4 --device cuda
 
-It uses the training components themselves (data plan + DataLoader, task.train_step, AdamW), timing each
+It uses the training components themselves (data plan + DataLoader, the recipe's TrainStep, AdamW), timing each
 phase with the device synchronised. The tiny model's figures measure the pipeline's overheads, not the
 full-size model's speed.
 """
@@ -30,7 +30,12 @@ from skingpt4.runners import DistInfo, build_run_config  # noqa: E402
 from skingpt4.runners.data import build_train_loader  # noqa: E402
 from skingpt4.runners.optim import build_optimizer  # noqa: E402
 from skingpt4.runners.runner import to_device  # noqa: E402
-from skingpt4.tasks import ImageTextPretrainTask  # noqa: E402
+from skingpt4.runners.recipe import TrainStep  # noqa: E402
+from skingpt4.datasets import build_datasets, collate  # noqa: E402
+from skingpt4.models import build_model  # noqa: E402
+from skingpt4.prompting.prompt_files import read_prompt_lines  # noqa: E402
+from skingpt4.runners.data import Source, as_sources  # noqa: E402
+from skingpt4.runners.feature_cache import cache_queries  # noqa: E402
 
 
 def ensure_inputs(work: Path, data: Path | None) -> Path:
@@ -57,17 +62,18 @@ def measure(args, data: Path, transform: str, cache: bool) -> dict:
         "batch_size_train": args.batch_size, "num_workers": args.num_workers, "cache_frozen_features": cache,
         "init_lr": 1e-3, "device": device.type}))
     dist = DistInfo(0, 1, 0, device)
-    task = ImageTextPretrainTask(run_cfg)
+    train_step = TrainStep(read_prompt_lines("prompts/step1.txt"))
     torch.manual_seed(0)
-    model = task.build_model(OmegaConf.create({"model_type": "tiny", "prompt_path": "prompts/step1.txt"}), device)
-    sources = task.build_datasets(OmegaConf.create(
-        {"skincon_concepts": {"storage": str(data), "vis_processor": {"name": transform}}}))
+    model = build_model({"variant": "tiny"}, device=str(device))
+    sources = as_sources(build_datasets(OmegaConf.create(
+        {"skincon_concepts": {"storage": str(data), "vis_processor": {"name": transform}}})))
     cache_start = time.perf_counter()
-    sources = task.prepare_sources(model, sources, dist)
+    if cache:
+        sources = [Source(s.name, cache_queries(model, s, args.batch_size, dist), s.ratio) for s in sources]
     cache_seconds = time.perf_counter() - cache_start
     optimizer = build_optimizer(model, 1e-3, 0.05, (0.9, 0.999))
     total = args.warmup + args.steps
-    loader = build_train_loader(sources, task.collate, batch_size=args.batch_size, world_size=1, rank=0, seed=0,
+    loader = build_train_loader(sources, collate, batch_size=args.batch_size, world_size=1, rank=0, seed=0,
                                 total_micro_steps=total, start_micro_step=0, num_workers=args.num_workers,
                                 pin_memory=device.type == "cuda")
     model.train()
@@ -85,7 +91,7 @@ def measure(args, data: Path, transform: str, cache: bool) -> dict:
             batch["queries"] = model.encode_queries(batch["image"])
         sync(device)
         t2 = time.perf_counter()
-        loss = task.train_step(model, batch)["loss"]
+        loss = train_step(model, batch)["loss"]
         loss.backward()
         sync(device)
         t3 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""SKINCON -> step-1 training set (image + concept caption), DESIGN §7.
+"""SKINCON -> step-1 training set (image + concept caption), docs/datasets.md.
 
     python data_prep/prepare_skincon.py --out data/prepared/skincon \
         --fitzpatrick-annotations skincon/annotations_fitzpatrick17k.csv \

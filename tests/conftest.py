@@ -40,10 +40,10 @@ def tiny_model(tiny_assets):
     """A built tiny SkinGPT-4 on CPU, fp32, Vicuna-v0 template, step-2 prompts. Shared: do not modify it."""
     import torch
 
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
     torch.manual_seed(0)
-    return SkinGPT4.from_config({"model_type": "tiny", "prompt_path": str(REPO_ROOT / "prompts" / "step2.txt")})
+    return build_model({"variant": "tiny"})
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def kill_train_after_checkpoint(subprocess_env):
     import subprocess
     import time
 
-    from skingpt4.runners.checkpoint import load_checkpoint
+    from skingpt4.models.checkpoints import read_checkpoint as load_checkpoint
 
     def kill(cfg_path, options, output_dir, min_step: int) -> int:
         proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", str(cfg_path), "--options", *options],

@@ -66,7 +66,7 @@ def test_json_records_provenance_and_a_drawn_seed(tiny_assets, photo):
     assert record["decoding"]["do_sample"] is True and isinstance(record["decoding"]["seed"], int)
     for key in ("config_sha256", "model_config_sha256", "checkpoint_sha256", "projection_sha256", "image_sha256"):
         assert len(record[key]) == 64, key
-    assert record["model_type"] == "tiny" and record["note"] == "tiny random model — not medical"
+    assert record["variant"] == "tiny" and record["note"] == "tiny random model — not medical"
     assert record["checkpoint"].endswith("projection.pth") and record["skingpt4_version"]
     assert record["created_utc"].endswith("+00:00")
     # the recorded seed reproduces the sampled answer

@@ -14,8 +14,8 @@ from skingpt4.chat import ChatEngine
 from skingpt4.common.config import ConfigError
 from skingpt4.evaluation import tasks
 from skingpt4.evaluation.questionnaire import STATEMENTS
-from skingpt4.evaluation.records import sha256_json
-from skingpt4.models.checkpoints import CheckpointError
+from skingpt4.common.fingerprint import sha256_json
+from skingpt4.models.checkpoints import save_checkpoint, CheckpointError
 from skingpt4.prompting.clinical import CLINICAL_LABELS
 
 FAST = {"do_sample": True, "max_new_tokens": 6}
@@ -49,7 +49,7 @@ def engine(tiny_model):
 
 
 def context(engine, out, **evaluation) -> tasks.EvalContext:
-    cfg = OmegaConf.create({"model": {"model_type": "tiny"}, "evaluation": {"decoding": FAST, **evaluation}})
+    cfg = OmegaConf.create({"model": {"variant": "tiny"}, "evaluation": {"decoding": FAST, **evaluation}})
     out.mkdir(parents=True, exist_ok=True)
     return tasks.EvalContext(cfg, out, chat=engine)
 
@@ -158,6 +158,11 @@ def test_metrics_by_skin_type_and_concept_recall(engine, dermnet_test, tmp_path)
     assert list(summary["diagnosis"]["by_skin_type"]) == ["fitzpatrick", "ddi"]
     predictions = read_csv(ctx.out / "predictions.csv")
     assert [p["label"] for p in predictions][:2] == ["Acne and rosacea", "Malignant lesions"]
+    # free text and differential side by side: every case has a top-1, the disagreements are listed
+    side = summary["diagnosis"]["free_text_vs_differential"]
+    assert side["n"] == 4 and all(p["differential_top1"] for p in predictions)
+    differ = [p for p in predictions if p["differential_top1"] != p["predicted"]]
+    assert side["disagreements"] == len(differ) == len(read_csv(ctx.out / "disagreements.csv"))
     metrics = json.loads((ctx.out / "metrics.json").read_text())
     assert sum(map(sum, metrics["confusion"]["counts"])) == 4
     assert (ctx.out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
@@ -179,14 +184,14 @@ def test_response_time_one_case_at_a_time(engine, dermnet_test, tmp_path):
 def test_ablation_table_over_two_checkpoints(tiny_assets, dermnet_test, tmp_path):
     import torch
 
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
-    model = SkinGPT4.from_config({"model_type": "tiny"})  # own model: the ablation swaps its projection
+    model = build_model({"variant": "tiny"})  # own model: the ablation swaps its projection
     paths = {}
     for name, seed in (("step1_only", 1), ("two_step", 2)):
         torch.manual_seed(seed)
         torch.nn.init.normal_(model.llama_proj.weight)
-        paths[name] = str(model.save_checkpoint(tmp_path / f"{name}.pth"))
+        paths[name] = str(save_checkpoint(tmp_path / f"{name}.pth", model.trainable_state_dict()))
     ctx = context(ChatEngine(model), tmp_path / "out", cases=str(dermnet_test), limit=3,
                   ablation={"checkpoints": paths})
     summary = tasks.ablation(ctx)

@@ -82,7 +82,7 @@ def test_webdataset_source_announces_its_shards(train_data, tmp_path, caplog):
 
 def test_every_wrong_path_of_an_evaluation_is_listed_at_once(tiny_assets, tmp_path, capsys):
     config = tmp_path / "eval.yaml"
-    config.write_text(f"model: {{model_type: tiny, ckpt: {tmp_path / 'gone.pth'}}}\n"
+    config.write_text(f"model: {{variant: tiny, ckpt: {tmp_path / 'gone.pth'}}}\n"
                       f"evaluation:\n  cases: {tmp_path / 'no_cases'}\n"
                       f"  ablation: {{checkpoints: {{step1_only: {tmp_path / 's1.pth'}}}}}\n")
     assert evaluate_main(["--cfg-path", str(config), "--task", "ablation", "--out", str(tmp_path / "out")]) == 2

@@ -35,7 +35,7 @@ def tiny_pair(tiny_assets):
     import sentencepiece as spm
 
     directory = tiny_assets / "llm"
-    return load_tokenizer(str(directory)), spm.SentencePieceProcessor(model_file=str(directory / "tokenizer.model"))
+    return load_tokenizer(str(directory), pad_token="unk"), spm.SentencePieceProcessor(model_file=str(directory / "tokenizer.model"))
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def whitespace_pair(tmp_path_factory):
         {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}))
     sp = spm.SentencePieceProcessor(model_file=str(directory / "tokenizer.model"))
     assert sp.piece_to_id("\u2581\u2581") != sp.unk_id()
-    return load_tokenizer(str(directory)), sp
+    return load_tokenizer(str(directory), pad_token="unk"), sp
 
 
 @pytest.mark.parametrize("pair", ["tiny_pair", "whitespace_pair"])
@@ -85,11 +85,12 @@ def test_the_real_prompts_are_unchanged(tiny_pair):
     """Segments without a leading space were already right: the prompts of the release give the same ids."""
     from skingpt4.common.registry import chat_templates
     from skingpt4.prompting.clinical import CLINICAL_PROMPTS
+    from skingpt4.prompting.templates import split_at_image
 
     tokenizer, _ = tiny_pair
     for name in ("vicuna_v0", "llama2_chat", "instruction_response"):
         template = chat_templates.get(name)
-        for segment in template.split_at_image(template.render([(CLINICAL_PROMPTS[0], "It is acne.")],
+        for segment in split_at_image(template.render([(CLINICAL_PROMPTS[0], "It is acne.")],
                                                                CLINICAL_PROMPTS[1])):
             for piece in re.split("(</s>|<s>)", segment):
                 if piece and piece not in SPECIALS and not piece.startswith(" "):

@@ -13,7 +13,7 @@ from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
 from skingpt4.runners import Source, build_run_config
 from skingpt4.models.checkpoints import save_checkpoint
-from skingpt4.runners.checkpoint import load_checkpoint
+from skingpt4.models.checkpoints import read_checkpoint as load_checkpoint
 from skingpt4.runners.data import BatchPlan, PlannedItems, as_sources
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.optim import build_optimizer
@@ -102,9 +102,9 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ConfigError, match="config key 'run.resume_ckpt_path': checkpoint '.*broken.pth' is damaged or "
                                           "cut short"):
-        load_checkpoint(path)
+        load_checkpoint(path, "run.resume_ckpt_path")
     with pytest.raises(ConfigError, match="config key 'run.resume_ckpt_path': no such checkpoint file"):
-        load_checkpoint(tmp_path / "absent.pth")
+        load_checkpoint(tmp_path / "absent.pth", "run.resume_ckpt_path")
 
 
 class Numbers(Dataset):
@@ -177,7 +177,7 @@ def run(**kwargs):
                                 "linear_warmup_step_lr"),
     ({"batch_size_train": 0}, "run.batch_size_train must be >= 1, got 0"),
     ({"precision": "fp8"}, "run.precision must be one of fp32, bf16, fp16, got 'fp8'"),
-    ({"task": "captioning"}, "run.task: unknown task 'captioning'"),
+    ({"task": "captioning"}, "unknown key 'run.task'"),  # one recipe: no task layer to choose
     ({"iters_per_epok": 3}, "unknown key 'run.iters_per_epok' .did you mean 'iters_per_epoch'.."),
     ({"output_dir": "skingpt4/runs"}, "run.output_dir 'skingpt4/runs' is inside the skingpt4 package"),
 ])

@@ -19,10 +19,10 @@ def data(train_data, tiny_assets) -> Path:
 
 
 def test_loss_falls_and_only_the_projection_changes(data, tmp_path):
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
     torch.manual_seed(42)  # train.py seeds with run.seed before building the model
-    fresh = SkinGPT4.from_config({"model_type": "tiny", "prompt_path": "prompts/step1.txt"}).state_dict()
+    fresh = build_model({"variant": "tiny"}).state_dict()
     result, model = train(data, tmp_path / "run", iters_per_epoch=40, log_freq=10)
     trained = model.state_dict()
     changed = sorted(k for k in fresh if not torch.equal(fresh[k], trained[k]))

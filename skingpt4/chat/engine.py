@@ -1,9 +1,10 @@
-"""Multi-turn chat about one skin photo (DESIGN §5).
+"""Multi-turn chat about one skin photo (docs/inference.md).
 
-Per conversation the image is encoded once; every question re-renders the conversation with the chat
-template (exactly the text the original demo feeds the LLM), tokenizes it as
-[BOS | text before <ImageHere> | 32 image embeddings | text after] and generates the reply with
-transformers' `generate` (greedy, sampling or beam search).
+Per conversation the image is encoded once; every question re-renders the conversation with the model's chat
+template (exactly the text the original demo feeds the LLM), lays it out as
+[BOS | text before <ImageHere> | 32 image embeddings | text after] with the same layout function and embedding
+as training (`SkinGPT4.layout`, `SkinGPT4.embed`) and generates the reply with transformers' `generate`
+(greedy, sampling or beam search).
 
 KV-cache reuse: the conversation keeps the LLM's key/value cache together with the token list it holds
 (image positions marked `IMAGE_SLOT`). A new question's token list shares a long prefix with it -- everything
@@ -34,12 +35,9 @@ from transformers.generation.streamers import BaseStreamer
 from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.common import registry
 from skingpt4.common.images import ImageSource, load_image
-from skingpt4.prompting import IMAGE_PLACEHOLDER, ChatTemplate
-from skingpt4.prompting.tokenize import tokenize_segment
+from skingpt4.prompting import IMAGE_PLACEHOLDER, IMAGE_SLOT
 
 log = logging.getLogger("skingpt4.chat")
-
-IMAGE_SLOT = -1  # stands for an image embedding in a token list; never a real token id
 
 
 class ChatInputError(ValueError):
@@ -87,9 +85,9 @@ class _Turn:
 
 
 class ChatEngine:
-    def __init__(self, model, template: str | ChatTemplate = "vicuna_v0", max_question_chars: int = 4000):
+    def __init__(self, model, max_question_chars: int = 4000):
         self.model = model
-        self.template = registry.chat_templates.get(template) if isinstance(template, str) else template
+        self.template = model.template  # the variant's: the same format the model was trained on
         self.tokenizer = model.tokenizer
         self.max_question_chars = max_question_chars
         self.context_limit = model.llm.config.max_position_embeddings
@@ -209,7 +207,7 @@ class ChatEngine:
         question = self._check_question(question)
         limit = min(decoding.max_length, self.context_limit)
         first_kept = conv.first_kept
-        tokens = self._prompt_tokens(conv.history[first_kept:], question, conv.image_embeds.shape[1])
+        tokens = self._prompt_tokens(conv.history[first_kept:], question)
         if len(tokens) + decoding.max_new_tokens > limit:
             # Leave out the oldest turns (the image moves to the first kept question) until a quarter of the
             # budget is free again: dropping just enough would change the prompt after the image, and so
@@ -217,7 +215,7 @@ class ChatEngine:
             target = limit - limit // 4
             while len(tokens) + decoding.max_new_tokens > target and first_kept < len(conv.history):
                 first_kept += 1
-                tokens = self._prompt_tokens(conv.history[first_kept:], question, conv.image_embeds.shape[1])
+                tokens = self._prompt_tokens(conv.history[first_kept:], question)
         if len(tokens) >= limit:
             raise ChatInputError(
                 f"The message is too long: with the image it takes {len(tokens)} tokens and the model can read "
@@ -248,21 +246,11 @@ class ChatEngine:
             raise ChatInputError(f"The message may not contain '{IMAGE_PLACEHOLDER}'.")
         return question
 
-    def _prompt_tokens(self, history: Sequence[tuple[str, str]], question: str, n_image: int) -> list[int]:
-        before, after = self.template.split_at_image(self.template.render(history, question))
-        return ([self.tokenizer.bos_token_id] + self._tokenize(before)
-                + [IMAGE_SLOT] * n_image + self._tokenize(after))
-
-    def _tokenize(self, text: str) -> list[int]:
-        return tokenize_segment(self.tokenizer, text)
+    def _prompt_tokens(self, history: Sequence[tuple[str, str]], question: str) -> list[int]:
+        return self.model.layout(history, question, style="chat").tokens
 
     def _embed(self, tokens: list[int], image_embeds: torch.Tensor) -> torch.Tensor:
-        start = tokens.index(IMAGE_SLOT)
-        end = start + image_embeds.shape[1]
-        device = self.model.device
-        before = self.model.embed_tokens(torch.tensor([tokens[:start]], device=device))
-        after = self.model.embed_tokens(torch.tensor([tokens[end:]], dtype=torch.long, device=device))
-        return torch.cat([before, image_embeds.to(before.dtype), after], dim=1)
+        return self.model.embed([tokens], image_embeds)[0]
 
     def _generate(self, turn: _Turn, cache: Optional[DynamicCache], streamer: Optional[BaseStreamer] = None,
                   cancel: Optional[threading.Event] = None) -> list[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from skingpt4.common.config import to_plain
-from skingpt4.evaluation.records import sha256_file, sha256_json, sha256_state_dict
+from skingpt4.common.fingerprint import sha256_file, sha256_json, sha256_state_dict
 
 TINY_NOTE = "tiny random model — not medical"
 
@@ -29,16 +29,17 @@ def model_identity(model) -> dict:
     was drawn at random: no checkpoint)."""
     cfg = model.cfg
     ckpt = str(cfg.ckpt) if cfg.get("ckpt") else None
-    return {"model_type": str(cfg.model_type), "llm_model": str(cfg.llm_model),
+    variant = str(cfg.variant)
+    return {"variant": variant, "llm_model": str(cfg.llm_model),
             "checkpoint": ckpt, "checkpoint_name": Path(ckpt).name if ckpt else None,
             "projection_sha256": sha256_state_dict(model.trainable_state_dict()),
-            "tiny": str(cfg.model_type) == "tiny"}
+            "tiny": variant.startswith("tiny")}
 
 
 def describe_model(identity: dict) -> str:
     """One line for the page: 'Model: llama2_13b_chat (Llama-2-13b-chat-hf) · checkpoint x.pth · projection 1a2b…'."""
     checkpoint = identity["checkpoint_name"] or "none (random projection)"
-    text = (f"Model: {identity['model_type']} ({Path(identity['llm_model']).name}) · checkpoint {checkpoint} · "
+    text = (f"Model: {identity['variant']} ({Path(identity['llm_model']).name}) · checkpoint {checkpoint} · "
             f"projection {identity['projection_sha256'][:12]}")
     return f"{text} · ⚠️ {TINY_NOTE}" if identity["tiny"] else text
 
@@ -48,7 +49,7 @@ def provenance(model, cfg_path: str, image_path: str, template: str) -> dict:
     identity = model_identity(model)
     checkpoint = identity["checkpoint"]
     return {
-        "model_type": identity["model_type"],
+        "variant": identity["variant"],
         "llm_model": identity["llm_model"],
         "config": str(cfg_path),
         "config_sha256": sha256_file(cfg_path),

@@ -14,8 +14,10 @@ from typing import Any, Callable, Iterable, Optional
 from skingpt4.common.config import ConfigError, require_path, to_plain
 
 PURPOSES = ("train", "chat", "evaluate")
-# evaluate.py tasks that read cases (and therefore the model): all but the questionnaire
-CASE_TASKS = ("clinical", "consistency", "metrics", "response_time", "ablation")
+# evaluate.py tasks that read cases (and therefore the model): all but the questionnaire and the calibration
+# (which reads the validation split)
+CASE_TASKS = ("clinical", "consistency", "metrics", "response_time", "ablation", "differential")
+MODEL_TASKS = CASE_TASKS + ("calibrate",)
 CKPT_WHAT = {
     "train": "the checkpoint to start from (for step 2: the step-1 checkpoint_last.pth)",
     "chat": "a SkinGPT-4 / MiniGPT-4 checkpoint (.pth) with the projection",
@@ -41,12 +43,14 @@ def config_path_problems(cfg: Any, purpose: str, task: Optional[str] = None, inp
     if purpose not in PURPOSES:
         raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
     problems: list[str] = []
-    uses_model = purpose != "evaluate" or task in CASE_TASKS
+    uses_model = purpose != "evaluate" or task in MODEL_TASKS
     if uses_model and cfg.get("model") is not None:
         _model_paths(cfg.model, CKPT_WHAT[purpose], problems)
     if purpose == "train":
         _dataset_paths(cfg.get("datasets"), problems)
         run = cfg.get("run") or {}
+        if _set(run.get("prompt_path")):
+            _prompt_file(run.get("prompt_path"), "run.prompt_path", problems)
         if run.get("resume_ckpt_path"):
             _checkpoint(run.get("resume_ckpt_path"), "run.resume_ckpt_path",
                         "the checkpoint_last.pth of the run to continue", problems)
@@ -74,9 +78,9 @@ def _checkpoint(value: Any, key: str, what: str, problems: list[str]) -> None:
 
 
 def _model_paths(model_section: Any, ckpt_what: str, problems: list[str]) -> None:
-    from skingpt4.models.skin_gpt4 import PROJECT_ROOT, model_config
+    from skingpt4.models.build import model_config
 
-    m = model_config(model_section)  # the model_type defaults supply the tiny model's paths
+    m = model_config(model_section)  # the variant's YAML supplies the tiny model's paths
     if _set(m.blip2_hf_dir):
         _collect(problems, lambda: require_path(m.blip2_hf_dir, "model.blip2_hf_dir",
                                                 "a transformers BLIP-2 snapshot directory", "dir"))
@@ -88,13 +92,17 @@ def _model_paths(model_section: Any, ckpt_what: str, problems: list[str]) -> Non
     _collect(problems, lambda: require_path(m.llm_model, "model.llm_model", LLM_WHAT, "dir"))
     if _set(m.ckpt):
         _checkpoint(m.ckpt, "model.ckpt", ckpt_what, problems)
-    if _set(m.get("prompt_path")):
-        prompt = Path(str(m.prompt_path))
-        if not prompt.is_absolute() and not prompt.exists():
-            prompt = PROJECT_ROOT / prompt  # as the model reads it
-        if not prompt.is_file():
-            problems.append(f"config key 'model.prompt_path': no such file '{m.prompt_path}'; put a text file "
-                            "with one prompt per line (see prompts/) there")
+
+
+def _prompt_file(value: Any, key: str, problems: list[str]) -> None:
+    from skingpt4.prompting.prompt_files import PROJECT_ROOT
+
+    prompt = Path(str(value))
+    if not prompt.is_absolute() and not prompt.exists():
+        prompt = PROJECT_ROOT / prompt  # as the prompt lines are read
+    if not prompt.is_file():
+        problems.append(f"config key '{key}': no such file '{value}'; put a text file with one prompt per line "
+                        "(see prompts/) there")
 
 
 def _dataset_paths(datasets: Any, problems: list[str]) -> None:
@@ -119,6 +127,11 @@ def _evaluation_paths(ev: Any, task: Optional[str], inputs: list[str], problems:
                           ("concept_file", "a concept list like skingpt4/evaluation/concepts.json")):
             if _set(ev.get(key)):
                 _collect(problems, lambda: require_path(ev.get(key), f"evaluation.{key}", what, "file"))
+    if task == "calibrate":
+        _collect(problems, lambda: require_path((ev.get("differential") or {}).get("validation_cases"),
+                                                "evaluation.differential.validation_cases", "the validation split "
+                                                "(a folder of images, a cases CSV or a prepared folder), not the "
+                                                "test cases"))
     if task == "ablation":
         for name, path in ((ev.get("ablation") or {}).get("checkpoints") or {}).items():
             _checkpoint(path, f"evaluation.ablation.checkpoints.{name}",

@@ -2,7 +2,7 @@
 decoding controls (greedy, temperature, top-p, beams), Restart; the disclaimer, a photo guideline and which model
 answers (variant, checkpoint, projection hash) are always on screen.
 
-Privacy (DESIGN §9) is decided here and in `launch.py`: every browser session has its own state (a
+Privacy (docs/inference.md, Privacy) is decided here and in `launch.py`: every browser session has its own state (a
 `gr.State`), uploads are deleted when replaced, on Restart and when the session ends, nothing about a chat or a
 photo is logged, and the browser keeps no run history. The engine runs one question at a time (one model).
 """

@@ -1,6 +1,6 @@
 """`python demo.py --cfg-path eval_configs/X.yaml [--device cpu|cuda:N] [--port N] [--share] [--auth user:pass]`
 
-Private by default (DESIGN §9): the server listens on 127.0.0.1 only, makes no public link unless --share,
+Private by default (docs/inference.md, Privacy): the server listens on 127.0.0.1 only, makes no public link unless --share,
 sends no analytics, keeps no run history in the browser, and deletes uploaded photos when a session ends.
 """
 from __future__ import annotations

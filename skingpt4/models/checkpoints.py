@@ -1,4 +1,5 @@
-"""Reading and writing checkpoints in every format of DESIGN §4, loudly.
+"""Reading and writing checkpoints in every format of docs/model.md ("Checkpoint formats"), loudly: the one
+module for checkpoint files, of the frozen parts, of fine-tuned projections and of training runs.
 
 Every load checks the keys it expects against the keys it found: a missing key, an unexpected key or a shape
 mismatch is a `CheckpointError` saying what was expected and what was found (the original code's
@@ -11,6 +12,7 @@ import json
 import logging
 import os
 import pickle
+import random
 import re
 import tempfile
 import warnings
@@ -22,6 +24,7 @@ import torch
 from torch import nn
 
 from skingpt4.common.config import ConfigError
+from skingpt4.models.variant_files import describe_width
 
 log = logging.getLogger("skingpt4.checkpoints")
 
@@ -31,7 +34,8 @@ PROJECTION_PREFIXES = ("llama_proj", "llm_proj", "language_projection")
 _IGNORABLE_IN_PROJECTION_CKPT = re.compile(r"(\.rotary_emb\.inv_freq$|^Qformer\.bert\.embeddings\.position_ids$)")
 # The MiniGPT-4 Llama-2 variant without Q-Former projects 4 merged ViT tokens (4 x 1408) per LLM token.
 _NO_QFORMER_IN_FEATURES = 5632
-LLM_SIZE_BY_HIDDEN = {2048: "1B", 3072: "3B", 4096: "7B", 5120: "13B", 6656: "30B", 8192: "65B/70B"}
+# Training-run checkpoints (written by the runner) carry this in "format".
+CHECKPOINT_FORMAT = 1
 
 
 class CheckpointError(ConfigError):
@@ -59,7 +63,7 @@ def _summarise(keys: Iterable[str], n: int = 3) -> str:
 
 
 def llm_size(hidden: int) -> str:
-    return f"a {LLM_SIZE_BY_HIDDEN[hidden]} LLM" if hidden in LLM_SIZE_BY_HIDDEN else f"an LLM of hidden size {hidden}"
+    return describe_width(hidden)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -189,7 +193,7 @@ def find_projection(state_dict: dict, source: str) -> tuple[str, dict]:
     )
 
 
-def load_projection(proj: nn.Linear, path: str | os.PathLike, key: Optional[str] = "model.ckpt") -> LoadReport:
+def load_projection(proj: nn.Linear, path: str | os.PathLike, key: Optional[str] = None) -> LoadReport:
     source = str(path)
     state_dict = state_dict_of(read_checkpoint(path, key), path)
     prefix, weights = find_projection(state_dict, source)
@@ -206,7 +210,8 @@ def load_projection(proj: nn.Linear, path: str | os.PathLike, key: Optional[str]
     if out_features != proj.out_features:
         raise CheckpointError(
             f"'{source}': checkpoint projects to {out_features} ({llm_size(out_features)}) but llm_model has hidden "
-            f"size {proj.out_features} ({llm_size(proj.out_features)}); use the LLM this checkpoint was trained with"
+            f"size {proj.out_features} ({llm_size(proj.out_features)}); use the LLM (model.variant) this checkpoint "
+            "was trained with"
         )
     other = [k for k in state_dict if not k.startswith(prefix + ".")]
     unknown = [k for k in other if not _IGNORABLE_IN_PROJECTION_CKPT.search(k)]
@@ -322,5 +327,35 @@ def _weight_files(directory: Path) -> list[Path]:
     raise CheckpointError(f"'{directory}': no model.safetensors, pytorch_model.bin or their index files")
 
 
-def optional_path(value: Optional[str]) -> Optional[str]:
-    return None if value in (None, "", "null") else str(value)
+# ---------------------------------------------------------------------------------------------------------
+# training runs: {"model": trainable state, "optimizer", "lr_scheduler", "scaler", "config", "epoch", "step",
+# "rng", "format"}; written with save_checkpoint, so the original code reads their projection
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    # torch.load(weights_only=True) returns the inner tuple as a list; random.setstate needs tuples.
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    # Resuming on another number of GPUs (or on a CPU) keeps their fresh CUDA RNG states.
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_training_checkpoint(path: str | os.PathLike, key: str = "run.resume_ckpt_path") -> dict:
+    """A checkpoint written by the runner, to resume from."""
+    payload = read_checkpoint(path, key)
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(f"config key '{key}': '{path}' is not a {{'model': ...}} training checkpoint")
+    missing = [k for k in ("optimizer", "lr_scheduler", "step") if k not in payload]
+    if missing:
+        raise CheckpointError(f"config key '{key}': '{path}' lacks {missing}: it holds weights only, not a run to "
+                              "resume; to start from its projection set model.ckpt instead of run.resume_ckpt_path")
+    return payload

@@ -1,7 +1,7 @@
 """The `run:` section of a training config: its schema and the checks that must fail before training.
 
 Every key, its default and meaning is listed here and in docs/training.md. Defaults are the paper's
-settings where it states them and MiniGPT-4's where it does not (DESIGN §6).
+settings where it states them and MiniGPT-4's where it does not (docs/training.md).
 """
 from __future__ import annotations
 
@@ -21,8 +21,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 @dataclass
 class RunConfig:
-    task: str = "image_text_pretrain"
-    runner: str = "runner_base"
+    prompt_path: Optional[str] = None   # prompts/*.txt: one prompt line per training item (none: image alone)
     # optimisation
     lr_sched: str = "linear_warmup_cosine_lr"
     init_lr: float = 1e-4
@@ -80,9 +79,9 @@ def build_run_config(section) -> DictConfig:
     _check_choice(cfg.precision, PRECISIONS, "run.precision")
     _check_choice(cfg.device, DEVICES, "run.device")
     _check_choice(cfg.dist_backend, ("auto", "nccl", "gloo"), "run.dist_backend")
-    for key, reg in (("lr_sched", registry.lr_schedulers), ("task", registry.tasks), ("runner", registry.runners)):
-        if cfg[key] not in reg:
-            raise ConfigError(f"run.{key}: {registry.unknown_choice_message(reg.kind, cfg[key], reg.names())}")
+    if cfg.lr_sched not in registry.lr_schedulers:
+        raise ConfigError("run.lr_sched: " + registry.unknown_choice_message(
+            registry.lr_schedulers.kind, cfg.lr_sched, registry.lr_schedulers.names()))
     output = Path(cfg.output_dir).expanduser().resolve()
     if output == PACKAGE_DIR or PACKAGE_DIR in output.parents:
         raise ConfigError(f"run.output_dir '{cfg.output_dir}' is inside the skingpt4 package; "

@@ -1,7 +1,7 @@
 """The training loop: `max_epoch` x `iters_per_epoch` optimisation steps over endlessly re-iterated sources.
 
-One optimisation step = `accum_grad_iters` micro-batches of `batch_size_train` items per process. The task
-turns a batch into a loss (`task.train_step(model, batch)`); the runner owns everything around it: data
+One optimisation step = `accum_grad_iters` micro-batches of `batch_size_train` items per process. The recipe's
+step turns a batch into a loss (`train_step(model, batch)`, runners/recipe.py); the runner owns everything around it: data
 plan, AdamW + LR schedule, autocast and loss scaling, gradient accumulation and clipping, DDP, metrics,
 checkpoints, resume and clean stops.
 
@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -29,11 +29,10 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
 
-from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
+from skingpt4.common.precision import DTYPES, autocast
 from skingpt4.datasets.bad_images import BadSampleCounter
-from skingpt4.models.checkpoints import save_checkpoint, sweep_stale_temp_files
-from skingpt4.runners import checkpoint as ckpt
+from skingpt4.models import checkpoints as ckpt
 from skingpt4.runners.data import Source, build_train_loader
 from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
@@ -42,7 +41,6 @@ from skingpt4.runners.optim import build_optimizer
 
 log = logging.getLogger("skingpt4.train")
 LAST_CHECKPOINT = "checkpoint_last.pth"
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -82,11 +80,11 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-@registry.runners.register("runner_base")
 class Runner:
-    def __init__(self, cfg: DictConfig, task: Any, model: nn.Module, sources: Sequence[Source], config: dict,
-                 dist: DistInfo):
-        self.cfg, self.task, self.model, self.sources, self.config, self.dist = cfg, task, model, sources, config, dist
+    def __init__(self, cfg: DictConfig, train_step: Callable[[nn.Module, dict], dict], collate: Callable,
+                 model: nn.Module, sources: Sequence[Source], config: dict, dist: DistInfo):
+        self.cfg, self.train_step, self.collate, self.model = cfg, train_step, collate, model
+        self.sources, self.config, self.dist = sources, config, dist
         self.output_dir = Path(cfg.output_dir).expanduser()
         self.total_steps = cfg.max_epoch * cfg.iters_per_epoch
         if cfg.precision == "fp16" and dist.device.type != "cuda":
@@ -106,7 +104,7 @@ class Runner:
     def state(self, log_window: Optional[list] = None) -> dict:
         """Everything a resume needs; `log_window`: every rank's steps since the last metrics record."""
         return {
-            "model": ckpt.trainable_state_dict(self.model),
+            "model": self.model.trainable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
@@ -121,12 +119,11 @@ class Runner:
         }
 
     def resume(self, path: str) -> None:
-        payload = ckpt.load_checkpoint(path)
-        missing = [k for k in ("optimizer", "lr_scheduler", "step") if k not in payload]
-        if missing:
-            raise ConfigError(f"run.resume_ckpt_path: '{path}' lacks {missing}: it holds weights only, not a run to "
-                              "resume; to start from its projection set model.ckpt instead of run.resume_ckpt_path")
-        ckpt.load_trainable_state_dict(self.model, payload["model"], path)
+        payload = ckpt.read_training_checkpoint(path)
+        try:
+            self.model.load_trainable_state_dict(payload["model"], path)
+        except ckpt.CheckpointError as err:  # name the key, as every other resume error does
+            raise ckpt.CheckpointError(f"config key 'run.resume_ckpt_path': {err}") from None
         self.optimizer.load_state_dict(payload["optimizer"])
         self.scheduler.load_state_dict(payload["lr_scheduler"])
         if payload.get("scaler") and self.scaler.is_enabled():
@@ -171,7 +168,7 @@ class Runner:
         if not self.dist.is_main:
             return None
         state = self.state(windows)
-        return save_checkpoint(self.output_dir / name, state.pop("model"), **state)
+        return ckpt.save_checkpoint(self.output_dir / name, state.pop("model"), **state)
 
     # ------------------------------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
@@ -184,12 +181,12 @@ class Runner:
                               "run.output_dir")
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            sweep_stale_temp_files(self.output_dir)  # what a run killed while saving left behind
+            ckpt.sweep_stale_temp_files(self.output_dir)  # what a run killed while saving left behind
             OmegaConf.save(OmegaConf.create(self.config), self.output_dir / "config.yaml")
         metrics = (MetricsLog(self.output_dir, self.step, cfg.tensorboard, drop_partial=self._resumed_window)
                    if self.dist.is_main else None)
         loader = build_train_loader(
-            self.sources, self.task.collate, batch_size=cfg.batch_size_train, world_size=self.dist.world_size,
+            self.sources, self.collate, batch_size=cfg.batch_size_train, world_size=self.dist.world_size,
             rank=self.dist.rank, seed=cfg.seed, total_micro_steps=self.total_steps * cfg.accum_grad_iters,
             start_micro_step=self.step * cfg.accum_grad_iters, num_workers=cfg.num_workers,
             pin_memory=self.dist.device.type == "cuda")
@@ -259,8 +256,7 @@ class Runner:
         cfg, device = self.cfg, self.dist.device
         started = time.perf_counter()
         data_time, losses, bad_items, skipped, did_backward = 0.0, [], 0, 0, False
-        autocast = torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(cfg.precision, torch.float32),
-                                  enabled=cfg.precision in AUTOCAST_DTYPES)
+        mixed_precision = autocast(device, DTYPES[cfg.precision])
         for micro in range(cfg.accum_grad_iters):
             fetch_start = time.perf_counter()
             packed = next(batches)
@@ -278,8 +274,8 @@ class Runner:
                 batch, weight = to_device(batch, device), 1.0
                 self._last_batch = batch
             sync = micro == cfg.accum_grad_iters - 1 or not self.dist.distributed
-            with (contextlib.nullcontext() if sync else forward_model.no_sync()), autocast:
-                loss = self.task.train_step(forward_model, batch)["loss"]
+            with (contextlib.nullcontext() if sync else forward_model.no_sync()), mixed_precision:
+                loss = self.train_step(forward_model, batch)["loss"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower run.init_lr or "
                                              "use run.precision=bf16/fp32")
