@@ -177,6 +177,13 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
             assert len(set(shown)) >= 3, f"the answer did not arrive in pieces: {shown}"
             assert shown[-1] == answer and answer.strip()
             expect(first.locator('#chat [data-testid="user"]')).to_contain_text(QUESTION)
+            # the photo's differential: the three likeliest classes with probabilities, under the disclaimer
+            differential = first.locator("#differential")
+            expect(differential).to_contain_text("Differential", timeout=30_000)
+            expect(differential).to_contain_text("3. ")
+            assert "%" in differential.inner_text() and "not calibrated" in differential.inner_text()
+            expect(differential).to_contain_text("see a dermatologist")  # uncalibrated, near uniform: it abstains
+            assert box(first, "#disclaimer")["y"] < box(first, "#differential")["y"]
             screenshot = tmp_path / "screens" / "chat.png"
             first.screenshot(path=str(screenshot), full_page=True)
             assert screenshot.stat().st_size > 10_000
@@ -206,6 +213,7 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
             first.click("#restart")
             expect(first.locator('#chat [data-testid="user"]')).to_have_count(0)
             expect(first.locator("#status")).to_contain_text("Upload a photo")
+            expect(first.locator("#differential")).not_to_contain_text("Differential")  # gone with the photo
             deadline = time.monotonic() + 10
             while any(p.name == image.name for p in files_under(cache)) and time.monotonic() < deadline:
                 time.sleep(0.2)

@@ -22,6 +22,7 @@ from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatInputError, Conversation
 from skingpt4.chat.notices import DISCLAIMER, PHOTO_GUIDELINE
 from skingpt4.common.images import ImageError, load_image
+from skingpt4.demo.differential_panel import DifferentialPanel
 from skingpt4.demo.loading import ModelLoader
 from skingpt4.demo.uploads import UploadJanitor
 from skingpt4.prompting.clinical import CLINICAL_LABELS, CLINICAL_PROMPTS
@@ -46,6 +47,7 @@ class ChatSession:
     image: Optional[Image.Image] = None
     photo_path: Optional[str] = None        # the upload in Gradio's cache, deleted when no longer shown
     conv: Optional[Conversation] = None     # made on the first question (the model may still be loading)
+    differential: Optional[str] = None      # the photo's differential, shown once its conversation exists
 
 
 class _Blocks(gr.Blocks):
@@ -65,10 +67,12 @@ NOT_UPLOADED_HERE = "That file was not uploaded through this page, so it cannot 
 
 
 def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJanitor) -> gr.Blocks:
+    panel = DifferentialPanel()
     with _Blocks(title="SkinGPT-4", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         state = gr.State(None)
         gr.Markdown("# SkinGPT-4 — a local dermatology assistant", elem_id="title")
         gr.Markdown(f"⚠️ **{DISCLAIMER}**", elem_id="disclaimer")
+        differential = gr.Markdown("", elem_id="differential")  # top 3 + abstention, under the disclaimer
         # On a narrow screen (a phone) the chat column comes first (CSS `order`, see launch.py) and the status
         # line, where every error appears, sits right under the question box.
         with gr.Row(elem_id="main"):
@@ -111,9 +115,9 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
         def new_photo(payload: Optional[dict], session: Optional[ChatSession], request: gr.Request):
             session = session or ChatSession()
             janitor.delete(request.session_hash, session.photo_path)
-            session.image = session.photo_path = session.conv = None
+            session.image = session.photo_path = session.conv = session.differential = None
             if payload is None:  # the user cleared the photo
-                return session, [], START, gr.update()
+                return session, [], START, gr.update(), ""
             path = payload.get("path")
             if path:
                 janitor.track(request.session_hash, path)
@@ -121,11 +125,12 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
                 session.image = load_image(path, name="the upload") if path else None
             except ImageError as err:
                 janitor.delete(request.session_hash, path)
-                return session, [], f"⚠️ {IMAGE_PROBLEMS[err.reason]}", None
+                return session, [], f"⚠️ {IMAGE_PROBLEMS[err.reason]}", None, ""
             if session.image is None:
-                return session, [], f"⚠️ {IMAGE_PROBLEMS['missing']}", None
+                return session, [], f"⚠️ {IMAGE_PROBLEMS['missing']}", None, ""
             session.photo_path = path
-            return session, [], "Photo received. Ask a question, or click one of the clinical questions.", gr.update()
+            return (session, [], "Photo received. Ask a question, or click one of the clinical questions.",
+                    gr.update(), "")
 
         def ask(text: str, greedy_on: bool, temp: float, nucleus: float, n_beams: float,
                 session: Optional[ChatSession], history: list):
@@ -167,31 +172,47 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, janitor: UploadJan
                         "exchange(s) are no longer in the model's view (the photo is). Press Restart to start over.")
             yield session, history, note, ""
 
+        def show_differential(session: Optional[ChatSession]):
+            """After an answer: the photo's differential, computed once per conversation."""
+            engine = loader.engine
+            if session is None or session.conv is None or engine is None:
+                return gr.update()
+            if session.differential is None:
+                try:
+                    session.differential = panel.markdown(engine, session.conv)
+                except Exception as err:  # the chat goes on without it; log the kind of failure, never the photo
+                    log.exception("the differential failed")
+                    return f"Differential unavailable ({type(err).__name__})."
+            return session.differential
+
         ask_inputs = [greedy, temperature, top_p, beams, state, chatbot]
         ask_outputs = [state, chatbot, status, question]
         common = dict(concurrency_id="model", concurrency_limit=1, api_visibility="private")
-        answering = [send.click(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common),
-                     question.submit(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common)]
-        answering += [button.click(functools.partial(ask, prompt), inputs=ask_inputs, outputs=ask_outputs, **common)
-                      for button, prompt in zip(clinical, CLINICAL_PROMPTS)]
+        events = [send.click(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common),
+                  question.submit(ask, inputs=[question] + ask_inputs, outputs=ask_outputs, **common)]
+        events += [button.click(functools.partial(ask, prompt), inputs=ask_inputs, outputs=ask_outputs, **common)
+                   for button, prompt in zip(clinical, CLINICAL_PROMPTS)]
+        answering = events + [event.then(show_differential, inputs=[state], outputs=[differential], **common)
+                              for event in events]
         # a new photo, Restart or clearing the chat stop an answer being written (it would bring the old chat back)
         # preprocess=False: the handler checks the file itself, so a non-image gets a friendly message
-        photo.input(new_photo, inputs=[photo, state], outputs=[state, chatbot, status, photo], preprocess=False,
+        photo.input(new_photo, inputs=[photo, state], outputs=[state, chatbot, status, photo, differential],
+                    preprocess=False,
                     cancels=answering, api_visibility="private")
 
         def start_over(session: Optional[ChatSession], request: gr.Request):
             if session is not None:
                 janitor.delete(request.session_hash, session.photo_path)
-            return ChatSession(), None, [], START, ""
+            return ChatSession(), None, [], START, "", ""
 
         def chat_cleared(session: Optional[ChatSession]):  # the chat's own trash button: same photo, new chat
             session = session or ChatSession()
             session.conv = None
-            return session, "Conversation cleared; the photo is kept. Ask a new question."
+            return session, "Conversation cleared; the photo is kept. Ask a new question."  # same photo: same differential
 
         chatbot.clear(chat_cleared, inputs=[state], outputs=[state, status], cancels=answering,
                       api_visibility="private")
-        restart.click(start_over, inputs=[state], outputs=[state, photo, chatbot, status, question],
+        restart.click(start_over, inputs=[state], outputs=[state, photo, chatbot, status, question, differential],
                       cancels=answering, api_visibility="private")
 
         def session_closed(request: gr.Request):
