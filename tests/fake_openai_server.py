@@ -18,7 +18,7 @@ class FakeVLLM:
     def __init__(self, export_dir, name: str = "skingpt4"):
         from transformers import AutoProcessor, Blip2ForConditionalGeneration
 
-        self.name = name
+        self.name, self.export_dir = name, export_dir
         self.model = Blip2ForConditionalGeneration.from_pretrained(str(export_dir)).eval()
         self.processor = AutoProcessor.from_pretrained(str(export_dir))
         self.requests: list[dict] = []

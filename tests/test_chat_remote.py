@@ -40,15 +40,21 @@ def run(main, argv) -> tuple[int, str]:
 
 def test_remote_prints_the_local_cli_json(server, photo, tiny_assets):
     fake, url = server
-    code, text = run(remote_main, ["--url", url, "--image", str(photo), "--clinical", "--greedy",
-                                   "--max-new-tokens", "12", "--format", "json"])
+    code, text = run(remote_main, ["--url", url, "--export-dir", str(fake.export_dir), "--image", str(photo),
+                                   "--clinical", "--greedy", "--max-new-tokens", "12", "--format", "json"])
     assert code == 0
     remote = json.loads(text)
     code, text = run(local_main, ["--cfg-path", CFG, "--image", str(photo), "--clinical", "--greedy",
                                   "--max-new-tokens", "12", "--format", "json"])
     assert code == 0
     local = json.loads(text)
-    assert remote.keys() == local.keys()
+    # the local record, less the calibrated differential (not available through the chat API), plus who served it
+    differential = {"differential", "abstained", "temperature", "abstain_below", "calibration_file", "message"}
+    assert set(remote) == set(local) - differential | {"server", "served_model"}
+    for key in ("variant", "llm_model", "checkpoint_sha256", "projection_sha256", "model_config_sha256",
+                "image_sha256", "chat_template", "note"):
+        assert remote[key] == local[key], key
+    assert remote["server"] == url and remote["served_model"] == "skingpt4"
     local["decoding"].pop("max_length"), remote["decoding"].pop("max_length")  # the tiny config caps it at 1000
     assert remote["decoding"] == local["decoding"]
     assert remote["template"] == local["template"] == "vicuna_v0"
@@ -75,3 +81,12 @@ def test_remote_errors_are_one_line(photo, server, capsys):
     assert code == 2 and "HTTP 404" in err and len(err.strip().splitlines()) == 1
     code, _ = run(remote_main, ["--url", url, "--image", str(photo.parent / "missing.jpg")])
     assert code == 2 and "cannot use the image" in capsys.readouterr().err
+    code, _ = run(remote_main, ["--url", url, "--export-dir", str(photo.parent), "--image", str(photo)])
+    assert code == 2 and "is not a SkinGPT-4 export" in capsys.readouterr().err
+
+
+def test_remote_markdown_without_export_dir(server, photo):
+    _, url = server
+    code, text = run(remote_main, ["--url", url, "--image", str(photo), "--ask", "What's wrong with my skin?",
+                                   "--max-new-tokens", "6", "--seed", "3", "--format", "markdown"])
+    assert code == 0 and "## 1. What's wrong with my skin?" in text and "seed 3" in text

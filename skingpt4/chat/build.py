@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatEngine
 from skingpt4.common.config import ConfigError, apply_schema, load_config
+from skingpt4.common.paths import check_config_paths
 
 
 @dataclass
@@ -38,6 +39,7 @@ def read_chat_config(cfg_path: str | os.PathLike, options: Iterable[str] = (),
         raise ConfigError(f"run.decoding: {err}") from None
     if run.max_question_chars < 1:
         raise ConfigError(f"run.max_question_chars must be >= 1, got {run.max_question_chars}")
+    check_config_paths(cfg, "chat")  # every wrong path at once, before the model (minutes for a 13B LLM) loads
     return cfg, run
 
 

@@ -6,8 +6,12 @@ and print the same answers JSON / Markdown as the local CLI (docs/scaling.md, "S
 
 One conversation per run: every question is a `/v1/chat/completions` request carrying the photo (as a data URL in
 the first user message) and the earlier turns; the server renders them with the exported chat template and puts
-the 32 image tokens first (docs/scaling.md, "What vLLM serves"). The photo goes to `--url` and nowhere else;
-nothing is written to disk.
+the 32 image tokens first (docs/scaling.md, "What vLLM serves"). The record beside the answers is the local
+CLI's: with `--export-dir` (the served directory) it names the exported model (variant, checkpoint, projection
+SHA-256, chat template), without it those fields are null; `server` and `served_model` say who answered. The
+calibrated differential is not there: it needs the model's likelihood of every class's answer, which the chat API
+does not give (run `python -m skingpt4.chat` for it). The photo goes to `--url` and nowhere else; nothing is
+written to disk.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import io
 import json
 import sys
 import time
+from datetime import datetime, timezone
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,8 +30,10 @@ from typing import Optional, Sequence
 from skingpt4.chat.build import ChatRunConfig
 from skingpt4.chat.cli import add_decoding_arguments, decoding_from_args, format_answers
 from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.chat.provenance import TINY_NOTE, package_version, seeded
 from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
+from skingpt4.common.fingerprint import sha256_file
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 from skingpt4.prompting.templates import ChatTemplate
@@ -120,13 +127,30 @@ def ask_remote(url: str, model: str, image_url: str, questions: Sequence[str], d
     return answers
 
 
+MODEL_KEYS = ("variant", "llm_model", "config", "config_sha256", "model_config_sha256", "checkpoint",
+              "checkpoint_sha256", "projection_sha256")
+
+
+def remote_provenance(export_info: Optional[dict], url: str, model: str, image_path: str, template: str) -> dict:
+    """The local CLI's provenance fields for a served answer (model fields from the export's record, or null)."""
+    exported = (export_info or {}).get("model", {})
+    record = {key: exported.get(key) for key in MODEL_KEYS}
+    record.update(image_sha256=sha256_file(image_path), chat_template=template, skingpt4_version=package_version(),
+                  created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), server=url,
+                  served_model=model)
+    if exported.get("tiny"):
+        record["note"] = TINY_NOTE
+    return record
+
+
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m skingpt4.chat.remote", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default=DEFAULT_URL, help=f"the server's OpenAI API base (default {DEFAULT_URL})")
     parser.add_argument("--model", default=SERVED_MODEL_NAME, help="the served model name (default skingpt4)")
-    parser.add_argument("--template", default="vicuna_v0",
-                        help="the export's chat template (skingpt4_export.json: template), for stop strings")
+    parser.add_argument("--export-dir", help="the served export directory: its model and chat template go into the record")
+    parser.add_argument("--template", help="the served chat template, for stop strings (default: the export's, "
+                                           "else vicuna_v0)")
     parser.add_argument("--image", required=True, help="the skin photo")
     one_shot = parser.add_mutually_exclusive_group()
     one_shot.add_argument("--clinical", action="store_true", help="the four clinical questions (the default)")
@@ -140,17 +164,23 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[list[str]] = None, out=sys.stdout) -> int:
     args = parse_args(argv)
     try:
-        if args.template not in registry.chat_templates:
-            raise ConfigError(registry.unknown_choice_message("--template", args.template,
-                                                              registry.chat_templates.names()))
-        template = registry.chat_templates.get(args.template)
-        decoding = decoding_from_args(args, ChatRunConfig())
+        info = None
+        if args.export_dir:
+            from skingpt4.export.blip2 import read_export_info
+
+            info = read_export_info(args.export_dir)
+        name = args.template or (info or {}).get("template", "vicuna_v0")
+        if name not in registry.chat_templates:
+            raise ConfigError(registry.unknown_choice_message("--template", name, registry.chat_templates.names()))
+        template = registry.chat_templates.get(name)
+        decoding = seeded(decoding_from_args(args, ChatRunConfig()))  # a sampled answer records its seed
         host = urllib.parse.urlparse(args.url).hostname or ""
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"note: the photo is sent to {host}", file=sys.stderr)
         image_url = image_data_url(args.image)
         answers = ask_remote(args.url, args.model, image_url, args.ask or CLINICAL_PROMPTS, decoding, template,
                              args.timeout)
+        record = remote_provenance(info, args.url, args.model, args.image, template.name)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -159,7 +189,7 @@ def main(argv: Optional[list[str]] = None, out=sys.stdout) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    print(format_answers(answers, args.image, args.format, decoding, template.name), file=out)
+    print(format_answers(answers, args.image, args.format, decoding, template.name, provenance=record), file=out)
     return 0
 
 

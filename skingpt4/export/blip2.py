@@ -25,7 +25,9 @@ from typing import Optional
 
 import torch
 
-from skingpt4.common.config import ConfigError
+from skingpt4.chat.provenance import model_identity
+from skingpt4.common.config import ConfigError, to_plain
+from skingpt4.common.fingerprint import sha256_file, sha256_json
 from skingpt4.common.precision import DTYPES
 from skingpt4.export.prompt import IMAGE_TOKEN, chat_template_jinja
 from skingpt4.models.checkpoints import save_checkpoint
@@ -129,10 +131,12 @@ def build_processor(model, tokenizer, chat_template: str):
                           chat_template=chat_template)
 
 
-def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optional[str] = None) -> ExportReport:
+def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optional[str] = None,
+                 source: Optional[dict] = None) -> ExportReport:
     """Write `model` (weights as loaded: projection / adapters from `model.ckpt`) as a transformers BLIP-2
     directory. `merge`: fold LoRA adapters into the LLM first (in place). `dtype`: fp32 | bf16 | fp16 (default:
-    the LLM's)."""
+    the LLM's). `source` (e.g. the config file and its SHA-256) goes into skingpt4_export.json with the model's
+    identity (variant, checkpoint, projection SHA-256: what a served answer's record names)."""
     from transformers import Blip2ForConditionalGeneration
 
     out = Path(out_dir).expanduser()
@@ -140,6 +144,10 @@ def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optiona
     if dtype is not None and dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype] if dtype else model.llm_dtype
+    identity = model_identity(model)  # before merging: the trained weights (projection + adapters) as saved
+    identity.update(model_config_sha256=sha256_json(to_plain(model.cfg)),
+                    checkpoint_sha256=sha256_file(identity["checkpoint"]) if identity["checkpoint"] else None,
+                    **(source or {}))
     merged = merge_adapters(model.llm) if has_adapters(model.llm) else 0
     if merged:
         log.info("merged the LoRA adapters of %d layers into the LLM weights", merged)
@@ -168,7 +176,7 @@ def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optiona
             "image_token": IMAGE_TOKEN, "image_token_id": image_token_id, "num_query_tokens":
             model.cfg.qformer.num_query_tokens, "vocab_size": vocab_size, "merged_lora_layers": merged,
             "dtype": str(torch_dtype).replace("torch.", ""), "stop_strings": list(model.template.stop_strings),
-            "source_ckpt": model.cfg.ckpt}
+            "model": identity}
     (out / EXPORT_INFO_FILE).write_text(json.dumps(info, indent=1))
     log.info("exported a transformers BLIP-2 model to '%s' (<image> = token %d, vocabulary %d)", out,
              image_token_id, vocab_size)

@@ -47,7 +47,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                               "pass --merge to fold them into the LLM weights")
         check_out_dir(Path(args.out).expanduser())
         model = build_model(cfg.model, device=args.device)
-        report = export_blip2(model, args.out, merge=args.merge, dtype=args.dtype)
+        from skingpt4.common.fingerprint import sha256_file
+
+        source = {"config": str(args.cfg_path), "config_sha256": sha256_file(args.cfg_path)}
+        report = export_blip2(model, args.out, merge=args.merge, dtype=args.dtype, source=source)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
