@@ -76,6 +76,9 @@ def test_remote_errors_are_one_line(photo, server, capsys):
     code, _ = run(remote_main, ["--url", "http://127.0.0.1:9/v1", "--image", str(photo), "--greedy"])
     err = capsys.readouterr().err
     assert code == 2 and "cannot reach the server" in err and len(err.strip().splitlines()) == 1
+    code, _ = run(remote_main, ["--url", "127.0.0.1:8000", "--image", str(photo), "--greedy"])
+    err = capsys.readouterr().err
+    assert code == 2 and "give the server's API base" in err and len(err.strip().splitlines()) == 1
     code, _ = run(remote_main, ["--url", url, "--model", "other", "--image", str(photo), "--greedy"])
     err = capsys.readouterr().err
     assert code == 2 and "HTTP 404" in err and len(err.strip().splitlines()) == 1

@@ -174,7 +174,10 @@ def main(argv: Optional[list[str]] = None, out=sys.stdout) -> int:
             raise ConfigError(registry.unknown_choice_message("--template", name, registry.chat_templates.names()))
         template = registry.chat_templates.get(name)
         decoding = seeded(decoding_from_args(args, ChatRunConfig()))  # a sampled answer records its seed
-        host = urllib.parse.urlparse(args.url).hostname or ""
+        parsed = urllib.parse.urlparse(args.url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"--url {args.url}: give the server's API base, e.g. {DEFAULT_URL}")
+        host = parsed.hostname
         if host not in ("127.0.0.1", "localhost", "::1"):
             print(f"note: the photo is sent to {host}", file=sys.stderr)
         image_url = image_data_url(args.image)
