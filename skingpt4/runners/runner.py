@@ -37,7 +37,7 @@ from skingpt4.runners.data import Source, build_train_loader
 from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.metrics import MetricsLog, plot_loss_curve
-from skingpt4.runners.optim import build_optimizer
+from skingpt4.runners.optim import build_optimizer, set_kernel
 
 log = logging.getLogger("skingpt4.train")
 LAST_CHECKPOINT = "checkpoint_last.pth"
@@ -89,7 +89,8 @@ class Runner:
         self.total_steps = cfg.max_epoch * cfg.iters_per_epoch
         if cfg.precision == "fp16" and dist.device.type != "cuda":
             raise ConfigError("run.precision=fp16 needs a CUDA device; on CPU use bf16 or fp32")
-        self.optimizer = build_optimizer(model, cfg.init_lr, cfg.weight_decay, cfg.betas)
+        self.optimizer = build_optimizer(model, cfg.init_lr, cfg.weight_decay, cfg.betas, cfg.optimizer_impl)
+        self.optimizer_kernel = {k: self.optimizer.param_groups[0][k] for k in ("fused", "foreach")}
         spec = ScheduleSpec(cfg.init_lr, cfg.min_lr, cfg.warmup_lr, cfg.warmup_steps, cfg.iters_per_epoch,
                             cfg.max_epoch, cfg.lr_decay_rate)
         self.scheduler = build_lr_scheduler(cfg.lr_sched, self.optimizer, spec)
@@ -118,6 +119,7 @@ class Runner:
         payload = ckpt.read_training_checkpoint(path)
         self.model.load_trainable_state_dict(payload["model"], path)
         self.optimizer.load_state_dict(payload["optimizer"])
+        set_kernel(self.optimizer, self.optimizer_kernel)  # the config's kernel, not the one the checkpoint ran
         self.scheduler.load_state_dict(payload["lr_scheduler"])
         if payload.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(payload["scaler"])
