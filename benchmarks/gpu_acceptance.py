@@ -17,8 +17,8 @@ as soon as it is done, so a run cut short keeps what it measured; `--budget-s` s
   train          projection-only samples/s and step split at batch 4/8/16, live images and cached features
   static         chat with the static KV cache (tokens compared with `chat`)
   optimizer      AdamW kernels (fused / foreach / for_loop) on the projection
+  4bit, 8bit     chat with bitsandbytes 4-bit / 8-bit LLM weights (CUDA + bitsandbytes)
   compiled       chat with static cache + torch.compile (CUDA graphs on a GPU); GPU default, CPU with --compile
-  8bit, 4bit     chat with bitsandbytes 8-bit / 4-bit LLM weights (CUDA + bitsandbytes)
   vllm           export + vLLM serving figures, when both are available
 """
 from __future__ import annotations
@@ -47,11 +47,12 @@ from skingpt4.common.config import load_config  # noqa: E402
 from skingpt4.models.random_init import (ARCHS, build_random_model, fixed_length_replies, llm_shapes,  # noqa: E402
                                          random_llm)
 
-SECTIONS = ("ceilings", "encode", "vit_precision", "chat", "train", "static", "optimizer", "compiled", "8bit",
-            "4bit", "vllm")
+SECTIONS = ("ceilings", "encode", "vit_precision", "chat", "train", "static", "optimizer", "4bit", "8bit",
+            "compiled", "vllm")
+SEED = 0  # the random LLM is made right after seeding, so a remade one has the same weights (same tokens)
 # Rough seconds per section on one H100/H200 (full) and on a 2-core CPU (small), for --budget-s.
-COST = {"full": {"ceilings": 5, "encode": 15, "vit_precision": 15, "chat": 35, "train": 100, "static": 35,
-                 "optimizer": 5, "compiled": 150, "8bit": 100, "4bit": 80, "vllm": 5},
+COST = {"full": {"ceilings": 5, "encode": 15, "vit_precision": 15, "chat": 30, "train": 60, "static": 30,
+                 "optimizer": 5, "4bit": 60, "8bit": 70, "compiled": 130, "vllm": 5},
         "small": {"ceilings": 0, "encode": 2, "vit_precision": 2, "chat": 6, "train": 15, "static": 6,
                   "optimizer": 1, "compiled": 40, "8bit": 0, "4bit": 0, "vllm": 0}}
 CONFIGS = {"full": ("eval_configs/skingpt4_llama2_13bchat.yaml", "train_configs/paper_schedule.yaml"),
@@ -78,6 +79,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, help="DataLoader workers for live images (default 8 GPU, 0 CPU)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default 1 on a CPU: a shared machine's "
                         "cores are not ours alone, and two threads fighting other jobs run many times slower)")
+    parser.add_argument("--llm-on-meta", action="store_true", help="make the LLM on the meta device (shapes only): "
+                        "the vision sections of --arch full on a machine without memory for 13B")
     parser.add_argument("--quick", action="store_true", help="tiny settings for tests (few tokens, steps, batches)")
     args = parser.parse_args(argv)
     args.device = args.device or ("cuda" if args.arch == "full" else "cpu")
@@ -91,6 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.train_steps = args.train_steps or (5 if args.device.startswith("cuda") else 4)
     args.num_workers = args.num_workers if args.num_workers is not None else (8 if args.device.startswith("cuda")
                                                                               else 0)
+    if args.llm_on_meta:
+        args.sections = ",".join(s for s in args.sections.split(",") if s in ("ceilings", "encode", "vit_precision"))
     unknown = sorted(set(args.sections.split(",")) - set(SECTIONS))
     if unknown:
         parser.error(f"--sections: unknown {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
@@ -123,7 +128,7 @@ class Run:
     """The result dict, written after every section; sections skip themselves when the budget is spent."""
 
     def __init__(self, args):
-        self.args, self.started = args, time.perf_counter()
+        self.args, self.started, self.interrupted = args, time.perf_counter(), False
         self.device = torch.device(args.device)
         _, _, name = common.datasheet(self.device)
         slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-").lower() or "cpu"
@@ -142,6 +147,9 @@ class Run:
     def wanted(self, section: str) -> bool:
         if section not in self.args.sections.split(","):
             return False
+        if self.interrupted:
+            self.result["skipped"][section] = "the run was interrupted (SIGINT: Ctrl-C or the time limit)"
+            return False
         cost = COST[self.args.arch][section]
         if self.elapsed() + cost > self.args.budget_s:
             self.result["skipped"][section] = f"time budget: {self.elapsed():.0f} s used, ~{cost} s needed, " \
@@ -156,6 +164,9 @@ class Run:
         print(f"[{self.elapsed():6.1f} s] {name} ...", flush=True)
         try:
             fn()
+        except KeyboardInterrupt:  # `timeout --signal=INT` in scripts/gpu_acceptance.sh: keep what was measured
+            self.interrupted = True
+            self.result["errors"][name] = "interrupted (SIGINT: Ctrl-C or the time limit)"
         except Exception as err:  # keep the other figures of a GPU run
             traceback.print_exc()
             self.result["errors"][name] = f"{type(err).__name__}: {err}"
@@ -171,6 +182,8 @@ class Run:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.result, indent=1, default=str))
         os.replace(tmp, self.path)
+        self.path.with_suffix(".md").write_text(report_markdown(self.result, targets.format_table(
+            self.result["checks"])))
 
 
 def main(argv=None) -> dict:
@@ -188,7 +201,8 @@ def main(argv=None) -> dict:
           f"{model_precisions}, train {train_precision}; JSON -> {run.path}", flush=True)
 
     start = time.perf_counter()
-    model = build_random_model(args.arch, str(device), overrides, tokenizer_dir)
+    torch.manual_seed(SEED)
+    model = build_random_model(args.arch, str(device), overrides, tokenizer_dir, llm_on_meta=args.llm_on_meta)
     common.sync(device)
     suppressed = fixed_length_replies(model)
     llm_bytes = sum(p.numel() * p.element_size() for p in model.llm.parameters())
@@ -208,8 +222,23 @@ def main(argv=None) -> dict:
         res["ceilings"] = {"datasheet_bytes_per_s": bandwidth, "datasheet_bf16_flops": flops,
                            **common.measure_ceilings(device)}
 
+    llm_kind = {"now": "16bit"}
+
+    def remake_llm() -> None:
+        """A fresh 16-bit random LLM with the first one's weights (quantization replaced them in place)."""
+        model.llm = None
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.manual_seed(SEED)
+        model.llm = random_llm(llm_shapes(args.arch, model.tokenizer), model.llm_dtype, device,
+                               args.attn_implementation)
+        fixed_length_replies(model)
+        llm_kind["now"] = "16bit"
+
     def chat_section(variant: str):
         def go():
+            if llm_kind["now"] != "16bit":
+                remake_llm()
             rows = chat.chat_variant(model, variant, ints(args.chat_batches), compile_backend=args.compile_backend,
                                      **decode)
             reference = [r for r in res.get("chat", []) if r["variant"] == "dynamic"]
@@ -246,14 +275,10 @@ def main(argv=None) -> dict:
             if reason:
                 run.skip(mode, reason)
                 return
-            if mode == "4bit":  # 8-bit replaced the 16-bit weights: make a fresh random LLM first
-                shapes, dtype = llm_shapes(args.arch, model.tokenizer), model.llm_dtype
-                model.llm = None
-                gc.collect()
-                torch.cuda.empty_cache()
-                model.llm = random_llm(shapes, dtype, device, args.attn_implementation)
-                fixed_length_replies(model)
+            if llm_kind["now"] != "16bit":
+                remake_llm()
             quant.quantize_llm_(model.llm, mode)
+            llm_kind["now"] = mode
             res.setdefault("quantized_weight_bytes", {})[mode] = quant.weight_bytes(model.llm)
             res["chat"] = res.get("chat", []) + chat.chat_variant(model, mode, ints(args.chat_batches), **decode)
         return go
@@ -274,57 +299,63 @@ def main(argv=None) -> dict:
     run.section("train", train_section)
     run.section("static", chat_section("static"))
     run.section("optimizer", lambda: res.__setitem__("optimizer", train.optimizer_kernels(model, repeats=20)))
+    run.section("4bit", quant_section("4bit"))
+    run.section("8bit", quant_section("8bit"))
     if device.type == "cuda" or args.compile:
         run.section("compiled", chat_section("compiled"))
     else:
         run.skip("compiled", "CPU: compiling takes ~20-40 s here; add --compile to include it")
-    run.section("8bit", quant_section("8bit"))
-    run.section("4bit", quant_section("4bit"))
     run.section("vllm", vllm_section)
     run.write()
     print_report(res)
-    table = targets.format_table(res["checks"])
-    (args.out / f"{run.stem}.md").write_text(report_markdown(res, table))
     print(f"\nwrote {run.path} and {run.path.with_suffix('.md')} in {run.elapsed():.0f} s", flush=True)
     return res
 
 
-def print_report(res: dict) -> None:
-    print()
+def report_lines(res: dict) -> list[str]:
+    """Every figure of the run, one line each (printed at the end and kept in the .md file)."""
+    out = []
     for row in res.get("encode", []):
-        print(f"encode  batch {row['batch']:>3}: {row['median_ms']:8.1f} ms  {row['images_per_s']:8.1f} img/s  "
+        out.append(f"encode  batch {row['batch']:>3}: {row['median_ms']:8.1f} ms  {row['images_per_s']:8.1f} img/s  "
               f"peak {row['peak_mib']:8.0f} MiB  ({row['vit_precision']} ViT)")
     effect = res.get("vit_precision", {})
     for name in ("fp16", "bf16"):
         if "rel_error" in effect.get(name, {}):
             e = effect[name]
-            print(f"ViT {name} vs fp32: projected embeddings rel. error {e['rel_error']:.2e}, min cosine "
+            out.append(f"ViT {name} vs fp32: projected embeddings rel. error {e['rel_error']:.2e}, min cosine "
                   f"{e['min_cosine']:.6f}, encode {e['median_ms']:.1f} ms vs {effect['fp32']['median_ms']:.1f} ms")
     for row in res.get("chat", []):
-        print(f"chat {row['variant']:<8} batch {row['batch']} turn {row['turn']:>2}: prompt {row['prompt_tokens']:>4} "
-              f"(reused {row['reused_tokens']:>4}), TTFT {row['ttft_ms']:7.1f} ms, {row['decode_tok_s']:7.1f} tok/s/seq "
-              f"({row['decode_tok_s_total']:7.1f} total), KV {row['kv_cache_mib']:7.1f} MiB, peak {row['peak_mib']:.0f} MiB")
+        out.append(f"chat {row['variant']:<8} batch {row['batch']} turn {row['turn']:>2}: prompt "
+              f"{row['prompt_tokens']:>4} (reused {row['reused_tokens']:>4}), TTFT {row['ttft_ms']:7.1f} ms, "
+              f"{row['decode_tok_s']:7.1f} tok/s/seq ({row['decode_tok_s_total']:7.1f} total), "
+              f"KV {row['kv_cache_mib']:7.1f} MiB, peak {row['peak_mib']:.0f} MiB")
     for row in res.get("train", []):
         split = " / ".join(f"{v:.1f}" for v in row["split_ms"].values())
-        print(f"train batch {row['batch']:>2} {row['images']:<6} {row['layout']:<6}: {row['samples_per_s']:7.1f} "
+        out.append(f"train batch {row['batch']:>2} {row['images']:<6} {row['layout']:<6}: {row['samples_per_s']:7.1f} "
               f"samples/s, step {row['step_ms']:7.1f} ms (data/vision/LLM/opt {split} ms), "
               f"{row['tokens_per_sample']:.0f} tok/sample, padding {100 * row['padding_fraction']:.0f}%, "
               f"peak {row['peak_mib']:.0f} MiB")
     for row in res.get("optimizer", []):
-        print(f"AdamW {row['optimizer']:<8}: " + (f"{row['step_ms']:.3f} ms/step, max |diff| vs for_loop "
+        out.append(f"AdamW {row['optimizer']:<8}: " + (f"{row['step_ms']:.3f} ms/step, max |diff| vs for_loop "
                                                    f"{row.get('max_abs_diff_vs_for_loop', 0):.1e}"
                                                    if "step_ms" in row else row["skipped"]))
     for key in ("tokens_identical", "first_difference", "quantized_weight_bytes", "skipped", "errors"):
         if res.get(key):
-            print(f"{key}: {res[key]}")
-    print()
-    print(targets.format_table(res["checks"]))
+            out.append(f"{key}: {res[key]}")
+    return out
+
+
+def print_report(res: dict) -> None:
+    print("\n" + "\n".join(report_lines(res)) + "\n\n" + targets.format_table(res["checks"]), flush=True)
 
 
 def report_markdown(res: dict, table: str) -> str:
     meta = res["meta"]
+    lines = "\n".join(report_lines(res))
     return (f"# Acceptance run: {meta['device_name']} ({meta['arch']}), {meta['date']}, commit {meta['commit']}\n\n"
-            f"versions: {meta['versions']}\n\n```\n{table}\n```\n")
+            f"versions: {meta['versions']}; precisions {meta.get('model_precisions')}, training "
+            f"{meta.get('train_precision')}; {meta.get('wall_s', 0):.0f} s\n\n```\n{table}\n```\n\n"
+            f"```\n{lines}\n```\n")
 
 
 if __name__ == "__main__":

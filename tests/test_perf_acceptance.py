@@ -56,3 +56,16 @@ def test_json_and_table_are_written(acceptance):
     table = path.with_suffix(".md").read_text()
     assert "decode tok/s, batch 1, turn 1 [dynamic]" in table and "train samples/s" in table
     assert all(check["pass"] is None for check in acceptance["checks"])  # GPU targets: not judged on a CPU
+
+
+def test_a_remade_random_llm_has_the_same_weights():
+    """The acceptance run remakes the 16-bit LLM after quantizing it and compares tokens with the first one."""
+    from skingpt4.models.random_init import ARCHS, random_llm
+
+    shapes = {**ARCHS["small"][1], "vocab_size": 100}
+    made = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        made.append(random_llm(shapes, torch.float32, torch.device("cpu")).state_dict())
+    assert all(torch.equal(made[0][k], made[1][k]) for k in made[0])
+    assert not made[0]["model.layers.0.self_attn.q_proj.weight"].eq(0).all()

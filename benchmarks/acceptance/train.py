@@ -120,7 +120,7 @@ def measure_training(model, data: Path, *, batch: int, cached: bool, pack_tokens
     layout = f"packed{pack_tokens}" if pack_tokens else "padded"
     return {"batch": batch, "images": "cached" if cached else "live", "layout": layout,
             "optimizer": "fused" if optimizer.param_groups[0]["fused"] else
-                         ("foreach" if optimizer.param_groups[0]["foreach"] else "for_loop"),
+                         ("foreach" if optimizer.param_groups[0]["foreach"] else "torch default"),
             "precision": precision, "samples_per_s": samples / wall, "step_ms": 1000 * wall / steps,
             "split_ms": {k: 1000 * v / steps for k, v in split.items()}, "tokens_per_sample": tokens,
             "positions_per_sample": positions / samples, "padding_fraction": sum(padding) / len(padding),
@@ -151,6 +151,6 @@ def optimizer_kernels(model, repeats: int) -> list[dict]:
         results.append({"optimizer": impl, "step_ms": seconds * 1000})
     for row in results:
         if row["optimizer"] in finals and "for_loop" in finals:
-            row["max_abs_diff_vs_for_loop"] = max(float((a - b).abs().max()) for a, b in
+            row["max_abs_diff_vs_for_loop"] = max(float((a - b).detach().abs().max()) for a, b in
                                                   zip(finals[row["optimizer"]], finals["for_loop"]))
     return results

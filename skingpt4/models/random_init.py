@@ -5,8 +5,8 @@ tokenizer for ids (benchmarks/gpu_acceptance.py, tests). Not for answers: random
 
 `full` is EVA-ViT-g (39 blocks), the BERT-base Q-Former, Linear(768 -> 5120) and the Llama-2-13B shapes with
 Llama's 32 000-token vocabulary; `small` is the tiny variant's vision and Q-Former with a 2-layer, 64-wide Llama
-over the tiny tokenizer's vocabulary (CPU-sized). Parts and precisions follow the `model:` block exactly as `build_model` does
-(`overrides` are merged over the variant like a config's `model:` section).
+over the tiny tokenizer's vocabulary (CPU-sized). Parts and precisions follow the `model:` block exactly as
+`build_model` does (`overrides` are merged over the variant like a config's `model:` section).
 """
 from __future__ import annotations
 
@@ -62,8 +62,10 @@ def random_llm(shapes: dict, dtype: torch.dtype, device: torch.device, attn_impl
 
 
 def build_random_model(arch: str, device: str = "auto", overrides: Optional[dict] = None,
-                       tokenizer_dir: Optional[str | Path] = None):
-    """SkinGPT-4 with random weights; `tokenizer_dir` holds (or receives) the tiny tokenizer."""
+                       tokenizer_dir: Optional[str | Path] = None, llm_on_meta: bool = False):
+    """SkinGPT-4 with random weights; `tokenizer_dir` holds (or receives) the tiny tokenizer. `llm_on_meta`: the
+    LLM is made on the meta device (shapes only, it cannot run), to measure the vision side of the full size on a
+    machine without the memory for 13B."""
     from skingpt4.models.build import model_config
     from skingpt4.models.llm import load_tokenizer
     from skingpt4.models.skin_gpt4 import SkinGPT4
@@ -80,8 +82,8 @@ def build_random_model(arch: str, device: str = "auto", overrides: Optional[dict
                         "ckpt": None})
     place = resolve_device(cfg.device)
     tokenizer = load_tokenizer(str(tokenizer_dir), cfg.tokenizer.pad_token)
-    llm = random_llm(llm_shapes(arch, tokenizer), get_dtype(cfg.llm_precision, place, "model.llm_precision"), place,
-                     cfg.attn_implementation)
+    llm = random_llm(llm_shapes(arch, tokenizer), get_dtype(cfg.llm_precision, place, "model.llm_precision"),
+                     torch.device("meta") if llm_on_meta else place, cfg.attn_implementation)
     with torch.device(place):  # ViT-g's 1B parameters are made on the GPU too, then cast by place()
         model = SkinGPT4(cfg, registry.chat_templates.get(cfg.template), tokenizer, llm)
         torch.nn.init.normal_(model.query_tokens, std=0.02)

@@ -38,7 +38,7 @@ class RunConfig:
     batch_size_train: int = 2           # per process
     accum_grad_iters: int = 1
     precision: str = "fp32"             # fp32 | bf16 (autocast) | fp16 (autocast + loss scaling)
-    optimizer_impl: str = "auto"        # AdamW kernel: auto (fused on CUDA, else foreach) | fused | foreach | for_loop
+    optimizer_impl: str = "auto"        # AdamW kernel: auto (fused on CUDA, else torch's) | fused | foreach | for_loop
     # speed (docs/performance.md): pack each micro-batch's samples end to end into rows of at most pack_max_tokens
     # positions instead of padding every sample to the longest (same loss, almost no padding positions)
     pack_sequences: bool = False

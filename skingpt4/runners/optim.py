@@ -4,9 +4,10 @@ Biases, normalisation weights and every other 1-D parameter get no weight decay 
 MiniGPT-4's); matrices (and higher-rank tensors) get `weight_decay`. Frozen parameters are left out.
 
 `run.optimizer_impl` picks the AdamW kernel (`adamw_kernel`): `fused` (one kernel for all parameters), `foreach`
-(batched per-op kernels, torch's default), `for_loop` (one op per parameter, the reference) or `auto` (fused when
-every trainable parameter is a floating-point tensor on CUDA, foreach otherwise). All compute the same update to
-rounding (tests/test_perf_paths.py); a resumed run keeps the kernel of its config, not the checkpoint's.
+(batched per-op kernels), `for_loop` (one op per parameter, the reference) or `auto` (fused when every trainable
+parameter is a floating-point tensor on CUDA; elsewhere torch's own default, for_loop on a CPU, so CPU runs keep
+their numbers). All compute the same update to rounding (tests/test_perf_paths.py); `fused` on a CPU is ~3-6x
+faster on the projection (docs/performance.md). A resumed run keeps its config's kernel, not the checkpoint's.
 """
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def adamw_kernel(requested: str, params: Sequence[torch.Tensor]) -> dict:
     """AdamW's `fused` / `foreach` keywords for `run.optimizer_impl` (auto | fused | foreach | for_loop)."""
     if requested == "auto":
         on_cuda = bool(params) and all(p.device.type == "cuda" and p.is_floating_point() for p in params)
-        requested = "fused" if on_cuda else "foreach"
+        if not on_cuda:
+            return {"fused": None, "foreach": None}  # torch decides (for_loop on a CPU): the numbers of before
+        requested = "fused"
     if requested == "fused":
         unsupported = sorted({str(p.device) for p in params if not fused_supported(p.device)})
         if unsupported:
