@@ -75,7 +75,7 @@ def checks(result: dict) -> list[dict]:
                           if sample_bound else None,
                           row["samples_per_s"] >= train_target if gpu and train_target else None, "samples/s"))
     best = max((r["samples_per_s"] for r in result.get("train", [])), default=None)
-    if best:
+    if best and result["meta"]["arch"] == "full":
         out.append(_check("paper-like schedule, GPU-hours at the best rate", PAPER_SAMPLES / best / 3600, "<= 24",
                           "paper: ~192 (8 x A100 x 24 h)", PAPER_SAMPLES / best / 3600 <= 24 if gpu else None, "h"))
     return out
