@@ -3,7 +3,7 @@
 #   bash scripts/setup.sh          # runtime
 #   bash scripts/setup.sh --test   # + pytest, playwright and Debian's chromium for the browser test
 # torch: the registry's regular build. The CPU-only wheel some machines keep locally cannot import
-# torchvision (DESIGN §10); the regular build runs fine without a GPU.
+# torchvision (docs/installation.md); the regular build runs fine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH="torch==2.15.0"

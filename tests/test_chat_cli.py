@@ -38,6 +38,13 @@ def test_clinical_questions_as_json(tiny_assets, photo):
     assert all(a["new_tokens"] <= 6 and a["stopped_by"] for a in record["answers"])
     assert record["decoding"]["do_sample"] is False and record["template"] == "vicuna_v0"
     assert "not a doctor" in record["disclaimer"]
+    # the differential: every class once, probabilities summing to 1, most likely first; uncalibrated here
+    ranked = record["differential"]
+    assert len(ranked) == 16 and len({d["class"] for d in ranked}) == 16
+    assert abs(sum(d["probability"] for d in ranked) - 1) < 1e-5
+    assert [d["probability"] for d in ranked] == sorted((d["probability"] for d in ranked), reverse=True)
+    assert record["temperature"] == 1.0 and record["calibration_file"] is None
+    assert record["abstained"] is (ranked[0]["probability"] < record["abstain_below"])
     # greedy: the same answers again
     torch.manual_seed(0)
     assert json.loads(run(["--cfg-path", CFG, "--image", photo, "--clinical", "--format", "json", "--greedy",

@@ -13,7 +13,7 @@ from skingpt4.chat import ChatEngine, ChatInputError, DecodingConfig
 from skingpt4.common.images import ImageError
 from skingpt4.models import build_model
 
-DESIGN_SYSTEM = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I "
+VICUNA_SYSTEM_TEXT = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I "
                  "provide it to you. Please answer my questions.")
 QUESTIONS = ["Could you describe the skin disease in this image for me?",
              "Please provide a paragraph listing additional features you observed in the image.",
@@ -48,7 +48,7 @@ def photo(colour=(190, 120, 100), size=(300, 220)) -> Image.Image:
 
 
 def reference_image_embeds(model, img):
-    # DESIGN §3 eval processing written out with torchvision, independent of the processors package
+    # docs/model.md eval processing written out with torchvision, independent of the processors package
     pixels = transforms.Compose([
         transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BICUBIC), transforms.ToTensor(),
         transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
@@ -57,7 +57,7 @@ def reference_image_embeds(model, img):
 
 
 def reference_embeds(model, image_embeds, prompt):
-    """DESIGN §5 layout: [BOS | text before <ImageHere> | image | text after], segments without special tokens."""
+    """docs/prompts.md layout: [BOS | text before <ImageHere> | image | text after], segments without special tokens."""
     before, after = prompt.split("<ImageHere>")
     tok = model.tokenizer
 
@@ -104,13 +104,16 @@ def test_first_turn_layout_and_greedy_equal_reference_loop(engine, model):
     conv = engine.new_conversation(img)
     image_embeds = reference_image_embeds(model, img)
     torch.testing.assert_close(conv.image_embeds, image_embeds)
-    prompt = DESIGN_SYSTEM + "###Human: <Img><ImageHere></Img> " + QUESTIONS[0] + "###Assistant:"
+    prompt = VICUNA_SYSTEM_TEXT + "###Human: <Img><ImageHere></Img> " + QUESTIONS[0] + "###Assistant:"
     assert engine.prompt_text(conv, QUESTIONS[0]) == prompt
 
     reply = engine.ask(conv, QUESTIONS[0], DecodingConfig(**GREEDY))
     expected = reference_greedy(model, reference_embeds(model, image_embeds, prompt), 12)
     assert conv.last_turn.reply_ids == expected
-    assert reply == model.tokenizer.decode(expected, skip_special_tokens=True).split("###")[0].strip()
+    # the reply is the decoded text cut at the stop string, without control characters (a random LLM emits some)
+    assert reply == engine.template.clean_reply(model.tokenizer.decode(expected, skip_special_tokens=True))
+    assert reply == model.tokenizer.decode(expected, skip_special_tokens=True).split("###")[0].strip().replace(
+        "\x9c", "").rstrip("\ufffd")
     n_text = len(model.tokenizer(prompt.replace("<ImageHere>", ""), add_special_tokens=False).input_ids)
     assert conv.last_turn.prompt_tokens >= 1 + 32 + n_text - 2  # BOS + image + both segments (split may differ)
 

@@ -100,9 +100,10 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
     save_checkpoint(path, {"w": torch.ones(1000)})
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ConfigError, match="config key 'run.resume_ckpt_path': could not read checkpoint .*broken.pth"):
+    with pytest.raises(ConfigError, match="config key 'run.resume_ckpt_path': checkpoint '.*broken.pth' is damaged or "
+                                          "cut short"):
         load_checkpoint(path, "run.resume_ckpt_path")
-    with pytest.raises(ConfigError, match="config key 'run.resume_ckpt_path': checkpoint not found"):
+    with pytest.raises(ConfigError, match="config key 'run.resume_ckpt_path': no such checkpoint file"):
         load_checkpoint(tmp_path / "absent.pth", "run.resume_ckpt_path")
 
 
@@ -168,7 +169,9 @@ def run(**kwargs):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"init_lr": -1e-4}, "run.init_lr must be >= 0, got -0.0001"),
+    ({"init_lr": -1e-4}, "run.init_lr must be > 0, got -0.0001"),
+    ({"init_lr": 0}, r"run.init_lr must be > 0, got 0.0"),
+    ({"warmup_lr": -1}, r"run.warmup_lr must be >= 0, got -1"),
     ({"min_lr": 2e-4}, r"run.min_lr \(0.0002\) must not exceed run.init_lr \(0.0001\)"),
     ({"lr_sched": "cosine"}, "run.lr_sched: unknown LR schedule 'cosine' valid choices: linear_warmup_cosine_lr, "
                                 "linear_warmup_step_lr"),

@@ -59,7 +59,10 @@ def test_step2_starts_from_the_step1_checkpoint(data, tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["run.init_lr=-1e-4"], "config error: run.init_lr must be >= 0, got -0.0001"),
+    (["run.init_lr=-1e-4"], "config error: run.init_lr must be > 0, got -0.0001\n"),
+    (["run.init_lr=0"], "config error: run.init_lr must be > 0, got 0.0\n"),  # one rule, one message
+    (["run.batch_size_train=abc"], "config error: bad value for 'run.batch_size_train': Value 'abc' of type 'str' "
+                                   "could not be converted to Integer\n"),  # one line, no OmegaConf details
     (["run.lr_sched=cosine"], "config error: run.lr_sched: unknown LR schedule 'cosine' valid choices: "
                               "linear_warmup_cosine_lr, linear_warmup_step_lr"),
     (["datasets.skincon_concepts.storage=/nonexistent/skincon"],
@@ -72,5 +75,6 @@ def test_bad_settings_fail_before_training(bad, message, data, tmp_path, capsys)
     out = tmp_path / "run"
     argv = ["--cfg-path", STEP1, "--options", *options(data, out), *bad]
     assert train_script.main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err  # one line, no traceback
     assert not out.exists()  # nothing was trained or written

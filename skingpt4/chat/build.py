@@ -16,6 +16,7 @@ from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatEngine
 from skingpt4.chat.static_cache import KV_CACHES
 from skingpt4.common.config import ConfigError, apply_schema, load_config
+from skingpt4.common.paths import check_config_paths
 
 
 @dataclass
@@ -45,6 +46,7 @@ def read_chat_config(cfg_path: str | os.PathLike, options: Iterable[str] = (),
         raise ConfigError(f"run.kv_cache={run.kv_cache}: choose one of {', '.join(KV_CACHES)}")
     if run.compile_decoding and run.kv_cache != "static":
         raise ConfigError("run.compile_decoding=true needs run.kv_cache=static (choices: dynamic, static)")
+    check_config_paths(cfg, "chat")  # every wrong path at once, before the model (minutes for a 13B LLM) loads
     return cfg, run
 
 

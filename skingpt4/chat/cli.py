@@ -22,8 +22,11 @@ from PIL import Image
 
 from skingpt4.chat.build import ChatRunConfig, build_engine, read_chat_config
 from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.chat.differential import (ABSTAIN_MESSAGE, DEFAULT_ABSTAIN_BELOW, DifferentialScorer, calibration_path,
+                                        class_answers, read_calibration)
 from skingpt4.chat.engine import ChatEngine, ChatInputError, Conversation
 from skingpt4.chat.notices import DISCLAIMER
+from skingpt4.chat.provenance import provenance, seeded
 from skingpt4.common.config import ConfigError
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
@@ -78,13 +81,39 @@ def answer_questions(engine: ChatEngine, conv: Conversation, questions, decoding
     return answers
 
 
-def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str) -> str:
+def differential_for(engine: ChatEngine, conv: Conversation) -> dict:
+    """The calibrated differential of the conversation's image (docs/inference.md): every class with its
+    probability, and whether the model abstains. Uncalibrated (no calibration file next to model.ckpt): T = 1."""
+    model = engine.model
+    fitted = read_calibration(model.cfg.ckpt, model)
+    temperature = fitted["temperature"] if fitted else 1.0
+    abstain_below = fitted.get("abstain_below", DEFAULT_ABSTAIN_BELOW) if fitted else DEFAULT_ABSTAIN_BELOW
+    result = DifferentialScorer(model, class_answers()).differential(conv.image_embeds, temperature, abstain_below)
+    return {**result.as_json(), "abstain_below": abstain_below,
+            "calibration_file": str(calibration_path(model.cfg.ckpt)) if fitted else None,
+            "message": ABSTAIN_MESSAGE if result.abstained else None}
+
+
+def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str,
+                   differential: Optional[dict] = None, provenance: Optional[dict] = None) -> str:
+    """provenance: which model, config, checkpoint and image (their SHA-256), version and time; with the
+    recorded seed in `decoding`, enough to reproduce every answer."""
+    provenance = provenance or {}
     if fmt == "json":
         return json.dumps({"image": image, "template": template, "decoding": dataclasses.asdict(decoding),
-                           "disclaimer": DISCLAIMER, "answers": answers}, indent=2, ensure_ascii=False)
+                           **provenance, "disclaimer": DISCLAIMER, "answers": answers, **(differential or {})},
+                          indent=2, ensure_ascii=False)
     lines = [f"# SkinGPT-4 answers for `{image}`", "", f"> {DISCLAIMER}", ""]
+    if provenance:
+        seed = f", seed {decoding.seed}" if decoding.do_sample else ", greedy"
+        lines += [f"_Model {provenance['variant']}, projection {provenance['projection_sha256'][:12]}{seed}; "
+                  f"skingpt4 {provenance['skingpt4_version']}, {provenance['created_utc']}._", ""]
     for i, item in enumerate(answers, 1):
         lines += [f"## {i}. {item['question']}", "", item["answer"] or "_(no answer)_", ""]
+    if differential:
+        lines += ["## Differential (likelihood of each class's answer)", ""]
+        lines += [f"- {d['class']}: {100 * d['probability']:.1f}%" for d in differential["differential"][:3]]
+        lines += ["", f"**{differential['message']}**" if differential["abstained"] else "", ""]
     return "\n".join(lines)
 
 
@@ -151,9 +180,12 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextI
         image = load_image(args.image)  # before the model: loading a 13B LLM takes minutes
         engine = build_engine(cfg, run)
         if args.clinical or args.ask:
+            decoding = seeded(decoding)  # a sampled answer always records its seed: rerun with --seed to repeat it
             conv = engine.new_conversation(image)
             answers = answer_questions(engine, conv, CLINICAL_PROMPTS if args.clinical else args.ask, decoding)
-            print(format_answers(answers, args.image, args.format, decoding, engine.template.name), file=out)
+            record = provenance(engine.model, args.cfg_path, args.image, engine.template.name)
+            print(format_answers(answers, args.image, args.format, decoding, engine.template.name,
+                                 differential_for(engine, conv), record), file=out)
         else:
             interactive(engine, image, decoding, stdin, out)
     except (ConfigError, ChatInputError) as err:

@@ -100,7 +100,9 @@ def apply_schema(section: Any, schema: Type, where: str, defaults: Any = None) -
         merged = OmegaConf.merge(OmegaConf.structured(schema), defaults or {}, section or {})
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"bad value for '{where}.{key}': {err.msg if hasattr(err, 'msg') else err}") from err
+        text = str(err.msg if getattr(err, "msg", None) else err)
+        # OmegaConf appends "full_key: ... / object_type=..." lines: the key is named already, keep one line
+        raise ConfigError(f"bad value for '{where}.{key}': {text.strip().splitlines()[0]}") from None
     return merged
 
 

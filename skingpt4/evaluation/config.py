@@ -28,6 +28,13 @@ class MetricsSettings:
 
 
 @dataclass
+class DifferentialSettings:
+    question: str = CLINICAL_PROMPTS[0]  # the diagnosis question the class answers follow
+    abstain_below: float = 0.5           # top probability below this: "unsure, see a dermatologist"
+    validation_cases: Optional[str] = None  # calibrate: the validation split (never the test cases)
+
+
+@dataclass
 class ResponseTimeSettings:
     cases: int = 20      # paper: n = 20
     warmup: int = 1      # cases run first and not timed (CUDA kernels, caches)
@@ -51,7 +58,7 @@ class EvaluationConfig:
     limit: Optional[int] = None              # evaluate only the first N cases
     unplaced_dermnet_as: Optional[str] = "Others"  # class of Dermnet folders the paper does not place; null: drop
     label_from_diagnosis: bool = False       # unlabelled cases with a `diagnosis` get the class named in it
-    class_file: Optional[str] = None         # default: skingpt4/evaluation/classes.json
+    class_file: Optional[str] = None         # default: skingpt4/common/classes.json (the one class table)
     concept_file: Optional[str] = None       # default: skingpt4/evaluation/concepts.json
     prompts: List[str] = field(default_factory=lambda: list(CLINICAL_PROMPTS))
     batch_size: int = 8                      # cases answered together by ChatEngine.ask_batch
@@ -60,6 +67,7 @@ class EvaluationConfig:
     consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     response_time: ResponseTimeSettings = field(default_factory=ResponseTimeSettings)
+    differential: DifferentialSettings = field(default_factory=DifferentialSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
     questionnaire: QuestionnaireSettings = field(default_factory=QuestionnaireSettings)
 
@@ -85,6 +93,8 @@ def evaluation_config(section, run_section=None) -> EvaluationConfig:
                        ("response_time.cases", cfg.response_time.cases)):
         if value < 1:
             raise ConfigError(f"evaluation.{key} must be >= 1, got {value}")
+    if not 0 <= cfg.differential.abstain_below <= 1:
+        raise ConfigError(f"evaluation.differential.abstain_below must be in [0, 1], got {cfg.differential.abstain_below}")
     if not cfg.prompts:
         raise ConfigError("evaluation.prompts is empty; give the clinical questions (docs/evaluation.md)")
     if cfg.ablation.task not in ("metrics", "consistency"):

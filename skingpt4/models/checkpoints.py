@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -68,25 +70,71 @@ def llm_size(hidden: int) -> str:
 # reading
 
 
-def read_checkpoint(path: str | os.PathLike, key: Optional[str] = None) -> dict:
-    """torch.load with weights_only=True (these files hold only tensors and plain containers). `key`, the config
-    key that named the file, goes into every error."""
+def read_checkpoint(path: str | os.PathLike, key: Optional[str] = None, require: Iterable[str] = ()) -> dict:
+    """torch.load with weights_only=True (these files hold only tensors and plain containers).
+
+    The one reader of checkpoint files: every way a file can be wrong (absent, empty, cut short, not a torch
+    file, a pickle that asks to run code, no `require`d top-level keys) is a one-line `CheckpointError` naming
+    the config `key` (when given) and the file. A refused pickle is reported as what it is -- not a safe
+    checkpoint -- and never with advice to load it unsafely."""
     path = Path(path)
     where = f"config key '{key}': " if key else ""
     if not path.is_file():
-        raise CheckpointError(f"{where}checkpoint not found: '{path}'")
+        raise CheckpointError(f"{where}no such checkpoint file '{path}'")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{where}checkpoint '{path}' is empty (0 bytes); was it written completely?")
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):  # legacy (non-zip) files cannot be memory-mapped
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the refusal below says all there is to say about an odd pickle
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):  # legacy (non-zip) files cannot be memory-mapped
+                    raise
+                payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(
-            f"{where}could not read checkpoint '{path}': {err.__class__.__name__}: {str(err).splitlines()[0]} "
-            "(expected a torch .pth file holding only tensors and plain containers)"
-        ) from err
+        raise CheckpointError(f"{where}checkpoint '{path}' {_load_failure(err, path)}") from None
+    missing = [k for k in require if not (isinstance(payload, dict) and k in payload)]
+    if missing:
+        top = sorted(map(str, payload))[:8] if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{where}'{path}' is not a checkpoint with {', '.join(repr(k) for k in missing)} "
+                              f"(top level: {top})")
+    return payload
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_DAMAGED = ("central directory", "unexpected eof", "corrupted", "truncated", "failed reading zip")
+
+
+def _load_failure(err: Exception, path: Path) -> str:
+    """What went wrong in torch.load, in one line, without torch's advice to load the file unsafely."""
+    text = str(err)
+    if _zip_without_end(path):  # torch says only "[Errno 22] Invalid argument" for a cut zip
+        return "is damaged or cut short (an interrupted download or copy?); get a complete copy of the file"
+    if isinstance(err, pickle.UnpicklingError) or "weights only load failed" in text.lower():
+        refused = _REFUSED_GLOBAL.search(text)
+        what = (f"it asks to import and call '{refused.group(1)}'" if refused
+                else "it holds Python objects other than tensors and plain containers")
+        return (f"was refused: {what}, which a file of weights never needs. It is not a safe checkpoint (it may "
+                "have been made to run code on this machine); use the checkpoint from its original source")
+    if isinstance(err, EOFError) or any(word in text.lower() for word in _DAMAGED):
+        return "is damaged or cut short (an interrupted download or copy?); get a complete copy of the file"
+    detail = " ".join(text.split())[:160] or "(no message)"
+    return (f"could not be read ({type(err).__name__}: {detail}); expected a torch .pth file holding only tensors "
+            "and plain containers")
+
+
+def _zip_without_end(path: Path) -> bool:
+    """A zip-format (torch >= 1.6) file whose end-of-central-directory record is missing: it was cut short."""
+    try:
+        with path.open("rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return False
+            size = path.stat().st_size
+            fh.seek(max(0, size - 65_557))  # the record (22 bytes) plus the longest zip comment
+            return b"PK\x05\x06" not in fh.read()
+    except OSError:
+        return False
 
 
 def state_dict_of(obj: dict, path: str | os.PathLike) -> dict:
@@ -185,7 +233,7 @@ def save_checkpoint(path: str | os.PathLike, model_state: dict, **extra) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": {k: v.detach().cpu() for k, v in model_state.items()}, **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
@@ -209,6 +257,29 @@ def save_checkpoint(path: str | os.PathLike, model_state: dict, **extra) -> Path
     finally:
         os.close(dir_fd)
     return path
+
+
+TEMP_SUFFIX = ".tmp"
+# What save_checkpoint's mkstemp names look like: '.<name>.pth.<8 random characters>.tmp'.
+_OUR_TEMP_FILE = re.compile(r"^\..+\.pth\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def sweep_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed `save_checkpoint` left in `folder` (a SIGKILL runs no clean-up).
+    Only files of our own naming are touched. Call it when no save into `folder` is under way (a run's start
+    or resume). Returns the files removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for candidate in sorted(folder.iterdir()):
+        if _OUR_TEMP_FILE.match(candidate.name) and candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    if removed:
+        log.info("removed %d unfinished checkpoint file(s) a killed run left in '%s': %s", len(removed), folder,
+                 _summarise(p.name for p in removed))
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------------------

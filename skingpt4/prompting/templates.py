@@ -19,6 +19,7 @@ tokens written in a template (Llama-3's `<|eot_id|>`) are read as special tokens
 """
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -72,10 +73,19 @@ class ChatTemplate:
         return IMAGE_PLACEHOLDER if prompt_line is None else self.train_prompt.format(prompt_line)
 
     def clean_reply(self, text: str) -> str:
-        """The reply as shown to the user and kept in the history: cut at the first stop string, trimmed."""
+        """The reply as shown to the user and kept in the history: cut at the first stop string, control
+        characters removed (a browser draws them as empty boxes; newlines and tabs stay), trimmed."""
         for stop in self.stop_strings:
             text = text.split(stop, 1)[0]
-        return text.strip()
+        # a reply cut at max_new_tokens can end inside a character, which decodes as U+FFFD: drop that tail
+        return strip_control_characters(text).rstrip("\ufffd").strip()
+
+
+def strip_control_characters(text: str) -> str:
+    """Drop C0/C1 control characters (a random or byte-fallback token can decode to one); keep newline and tab,
+    turn carriage returns into newlines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
 
 
 def split_at_image(prompt: str) -> tuple[str, str]:

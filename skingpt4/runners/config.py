@@ -63,11 +63,11 @@ class RunConfig:
 def build_run_config(section) -> DictConfig:
     """Validate the `run:` section; raise ConfigError with the key and the fix for any bad setting."""
     cfg = apply_schema(section, RunConfig, where="run")
-    for key in ("init_lr", "min_lr", "warmup_lr", "weight_decay"):
+    if not cfg.init_lr > 0:  # one rule, whatever the wrong value (negative, zero)
+        raise ConfigError(f"run.init_lr must be > 0, got {cfg.init_lr}")
+    for key in ("min_lr", "warmup_lr", "weight_decay"):
         if cfg[key] < 0:
             raise ConfigError(f"run.{key} must be >= 0, got {cfg[key]}")
-    if cfg.init_lr == 0:
-        raise ConfigError("run.init_lr must be > 0, got 0")
     if cfg.min_lr > cfg.init_lr:
         raise ConfigError(f"run.min_lr ({cfg.min_lr}) must not exceed run.init_lr ({cfg.init_lr})")
     for key in ("max_epoch", "iters_per_epoch", "batch_size_train", "accum_grad_iters", "log_freq", "pack_max_tokens"):

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from skingpt4.common.config import ConfigError, require_path, to_plain
+from skingpt4.common.paths import check_config_paths
 from skingpt4.prompting.prompt_files import draw_prompts, read_prompt_lines
 from skingpt4.runners.config import build_run_config
 from skingpt4.runners.data import Source, as_sources
@@ -61,6 +62,7 @@ def setup(cfg: DictConfig) -> Runner:
     from skingpt4.runners.feature_cache import cache_queries
 
     run_cfg = build_run_config(cfg.get("run"))
+    check_config_paths(cfg, "train")  # every wrong path at once, before anything loads
     check_config(cfg)
     prompt_lines = read_prompt_lines(run_cfg.prompt_path)
     dist = init_distributed(run_cfg.device, run_cfg.dist_backend)

@@ -98,9 +98,12 @@ class Runner:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.step = 0
         self._last_batch = None  # stands in (with weight 0) for an all-bad batch under DDP
+        self.window = _Window()  # the steps since the last regular metrics record (kept in checkpoints)
+        self._resumed_window = False
 
     # ------------------------------------------------------------------------------------------ state
-    def state(self) -> dict:
+    def state(self, log_window: Optional[list] = None) -> dict:
+        """Everything a resume needs; `log_window`: every rank's steps since the last metrics record."""
         return {
             "model": self.model.trainable_state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -111,13 +114,17 @@ class Runner:
             "step": self.step,
             "global_batch_size": self.global_batch,
             "stream_readers": self.stream_readers,
+            "log_window": log_window if log_window is not None else [[dict(r) for r in self.window.rows]],
             "rng": ckpt.rng_state(),
             "format": ckpt.CHECKPOINT_FORMAT,
         }
 
     def resume(self, path: str) -> None:
         payload = ckpt.read_training_checkpoint(path)
-        self.model.load_trainable_state_dict(payload["model"], path)
+        try:
+            self.model.load_trainable_state_dict(payload["model"], path)
+        except ckpt.CheckpointError as err:  # name the key, as every other resume error does
+            raise ckpt.CheckpointError(f"config key 'run.resume_ckpt_path': {err}") from None
         self.optimizer.load_state_dict(payload["optimizer"])
         set_kernel(self.optimizer, self.optimizer_kernel)  # the config's kernel, not the one the checkpoint ran
         self.scheduler.load_state_dict(payload["lr_scheduler"])
@@ -125,6 +132,11 @@ class Runner:
             self.scaler.load_state_dict(payload["scaler"])
         ckpt.set_rng_state(payload["rng"])
         self.step = int(payload["step"])
+        windows = payload.get("log_window")
+        if windows is not None:  # the steps since the last record: the next record averages the same steps
+            rows = windows[self.dist.rank] if len(windows) == self.dist.world_size else windows[0]
+            self.window.rows = [dict(row) for row in rows]
+            self._resumed_window = True
         if payload.get("global_batch_size", self.global_batch) != self.global_batch:
             log.warning("resuming with global batch %d, the checkpoint was written with %d: the data order "
                         "differs from the interrupted run", self.global_batch, payload["global_batch_size"])
@@ -133,6 +145,15 @@ class Runner:
                         "with %s: the webdataset sources are read in another order than the interrupted run's",
                         self.stream_readers, payload.get("stream_readers"))
         log.info("resumed from '%s' at step %d (epoch %d)", path, self.step, payload["epoch"])
+
+    def _window_of_every_rank(self) -> list[list[dict]]:
+        """[rank's window rows] for every process (each averages its own steps before the all-reduce)."""
+        rows = [dict(row) for row in self.window.rows]
+        if not self.dist.distributed:
+            return [rows]
+        gathered: list = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(gathered, rows)
+        return gathered
 
     @property
     def stream_readers(self) -> int:
@@ -145,9 +166,10 @@ class Runner:
         return self.cfg.batch_size_train * self.dist.world_size * self.cfg.accum_grad_iters
 
     def save(self, name: str) -> Optional[Path]:
+        windows = self._window_of_every_rank()  # a collective: every rank takes part
         if not self.dist.is_main:
             return None
-        state = self.state()
+        state = self.state(windows)
         return ckpt.save_checkpoint(self.output_dir / name, state.pop("model"), **state)
 
     # ------------------------------------------------------------------------------------------ loop
@@ -161,8 +183,10 @@ class Runner:
                               "run.output_dir")
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.sweep_stale_temp_files(self.output_dir)  # what a run killed while saving left behind
             OmegaConf.save(OmegaConf.create(self.config), self.output_dir / "config.yaml")
-        metrics = MetricsLog(self.output_dir, self.step, cfg.tensorboard) if self.dist.is_main else None
+        metrics = (MetricsLog(self.output_dir, self.step, cfg.tensorboard, drop_partial=self._resumed_window)
+                   if self.dist.is_main else None)
         loader = build_train_loader(
             self.sources, self.collate, batch_size=cfg.batch_size_train, world_size=self.dist.world_size,
             rank=self.dist.rank, seed=cfg.seed, total_micro_steps=self.total_steps * cfg.accum_grad_iters,
@@ -180,7 +204,7 @@ class Runner:
                  self.step, stop_at, self.total_steps, self.global_batch, cfg.batch_size_train,
                  self.dist.world_size, cfg.accum_grad_iters)
         status, checkpoint = "finished", None
-        window = _Window()
+        window = self.window
         batches = iter(loader)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.dist.is_main and cfg.progress_bar),
                    desc="train", dynamic_ncols=True)
@@ -193,7 +217,8 @@ class Runner:
                     bar.set_postfix(loss=f"{window.last_loss:.4f}", lr=f"{window.last_lr:.2e}",
                                     samples_s=f"{window.last_rate:.1f}")
                     if self.step % cfg.log_freq == 0 or self.step == stop_at:
-                        self._log(window, metrics)
+                        self._log(window, metrics, partial=self.step % cfg.log_freq != 0
+                                  and self.step != self.total_steps)
                     if self.step % cfg.iters_per_epoch == 0:
                         checkpoint = self.save(f"checkpoint_{self.step // cfg.iters_per_epoch - 1}.pth")
                     if (self.step % cfg.iters_per_epoch == 0 or (cfg.save_freq and self.step % cfg.save_freq == 0)
@@ -201,8 +226,8 @@ class Runner:
                         checkpoint = self.save(LAST_CHECKPOINT)
                     if self._any_rank(stop.requested):
                         status = "interrupted"
-                        if window.rows:
-                            self._log(window, metrics)  # the steps since the last record
+                        if window.unlogged:
+                            self._log(window, metrics, partial=True)  # the steps since the last record
                         break
         except KeyboardInterrupt:
             # Second Ctrl-C, possibly inside optimizer.step(): saving now could store a half-updated state.
@@ -277,12 +302,15 @@ class Runner:
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "time": elapsed, "data_time": data_time,
                 "samples": self.global_batch, "bad_items": bad_items, "skipped_batches": skipped}
 
-    def _log(self, window: "_Window", metrics: Optional[MetricsLog]) -> None:
-        summary = window.flush()
+    def _log(self, window: "_Window", metrics: Optional[MetricsLog], partial: bool = False) -> None:
+        """Write a metrics record of the window. A `partial` one (a stop between two regular records) keeps the
+        window's steps: they go into the checkpoint, so a resumed run's next record averages exactly the steps
+        an uninterrupted run's does, and the partial record is dropped on resume."""
+        summary = window.flush(keep=partial)
         # Mean over processes (all ranks reach this point at the same step, so the collective matches).
         loss = all_reduce_mean(torch.tensor([summary["loss"]], device=self.dist.device), self.dist).item()
         record = {"step": self.step, "epoch": self.step // self.cfg.iters_per_epoch, **summary, "loss": loss,
-                  "bad_samples": self.bad_samples()}
+                  "bad_samples": self.bad_samples(), **({"partial": True} if partial else {})}
         window.logged_loss = loss
         if metrics is not None:
             metrics.write(record)
@@ -305,22 +333,23 @@ def format_bad_samples(bad: dict[str, dict[str, int]]) -> str:
 
 
 class _Window:
-    """Accumulates per-step figures between two metric records."""
+    """Accumulates per-step figures between two regular metric records (`rows` is saved in checkpoints)."""
 
     def __init__(self):
         self.rows: list[dict] = []
+        self.unlogged = False  # steps were added since the last record (regular or partial)
         self.last_loss = self.last_lr = self.last_rate = float("nan")
         self.logged_loss: Optional[float] = None
-        self.count = 0
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        self.count += 1
+        self.unlogged = True
         self.last_loss, self.last_lr = row["loss"], row["lr"]
         self.last_rate = row["samples"] / row["time"] if row["time"] > 0 else float("nan")
 
-    def flush(self) -> dict:
-        rows, self.rows = self.rows, []
+    def flush(self, keep: bool = False) -> dict:
+        rows = self.rows
+        self.rows, self.unlogged = (list(rows) if keep else []), False
         losses = [r["loss"] for r in rows if not math.isnan(r["loss"])]
         total_time = sum(r["time"] for r in rows)
         return {
