@@ -26,9 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from skingpt4.common.precision import DTYPES  # noqa: E402
 from skingpt4.models.eva_vit import VisionConfig, build_eva_vit  # noqa: E402
 from skingpt4.models.qformer import QFormerConfig, build_qformer  # noqa: E402
-
-LLAMA2_13B = dict(vocab_size=32000, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
-                  num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096)
+from skingpt4.models.random_init import LLAMA2_13B  # noqa: E402
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -52,7 +50,7 @@ def time_encode(encode, batch: int, device: torch.device, dtype: torch.dtype, re
     return times
 
 
-def build_tiny(device: str):
+def build_tiny(device: str, vit_precision: str = "auto", attn: str = "sdpa"):
     from skingpt4.models import build_model
     from skingpt4.models.tiny import build_tiny_assets
 
@@ -60,7 +58,8 @@ def build_tiny(device: str):
     build_tiny_assets(assets)
     os.environ["SKINGPT4_TINY_ASSETS"] = str(assets)
     start = time.perf_counter()
-    model = build_model({"variant": "tiny", "device": device})
+    model = build_model({"variant": "tiny", "device": device, "vit_precision": vit_precision,
+                         "attn_implementation": attn})
     build_s = time.perf_counter() - start
     return model.parameter_counts(), model.encode_image, build_s, model.device, model.vit_dtype
 
@@ -100,7 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="full arch only")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="full arch: all parts; tiny: the ViT")
+    parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="tiny arch")
     parser.add_argument("--skip-llm", action="store_true", help="full arch: build the LLM on the meta device")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
@@ -110,7 +110,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     if args.arch == "tiny":
-        counts, encode, build_s, device, dtype = build_tiny(args.device)
+        counts, encode, build_s, device, dtype = build_tiny(args.device, args.dtype, args.attn_implementation)
     else:
         counts, encode, build_s, device, dtype = build_full(args.device, DTYPES[args.dtype], args.skip_llm)
 

@@ -14,8 +14,9 @@ from skingpt4.runners import build_run_config
 
 FOLDER = Path(__file__).resolve().parents[1] / "train_configs"
 RECIPES = ("step1", "step2", "tiny_step1", "tiny_step2",     # the runnable configs
-           "step2_lora", "step2_qlora", "step2_fsdp", "tiny_step2_lora")  # LoRA, QLoRA, sharded (docs/scaling.md)
-LAYERS = ("paper_schedule", "tiny")                           # shared layers (no data of their own)
+           "step2_lora", "step2_qlora", "step2_fsdp", "tiny_step2_lora",  # LoRA, QLoRA, sharded (docs/scaling.md)
+           "step1_fast", "step2_fast")                       # the cached-feature fast path (docs/performance.md)
+LAYERS = ("paper_schedule", "tiny", "fast")                   # shared layers (no data of their own)
 REAL_VARIANTS = ("llama2_13b_chat", "vicuna_13b", "vicuna_7b")
 
 
@@ -66,3 +67,20 @@ def test_steps_and_ablations_fit_together(prefix):
     same_run = lambda c: OmegaConf.to_container(c.run) | {"output_dir": None}  # noqa: E731
     assert same_run(step1) == same_run(step1_only)
     assert same_run(step1) | {"prompt_path": None} == same_run(step2) | {"prompt_path": None}  # one schedule
+
+
+@pytest.mark.parametrize("step", ("step1", "step2"))
+def test_fast_path_is_the_paper_recipe_with_the_speed_settings(step):
+    """step<N>_fast = step<N> + cached features (eval transform), bf16, packed batches (docs/performance.md)."""
+    plain, fast = load_config(FOLDER / f"{step}.yaml"), load_config(FOLDER / f"{step}_fast.yaml")
+    run = build_run_config(fast.run)
+    assert run.cache_frozen_features and run.pack_sequences and run.precision == "bf16"
+    assert model_config(fast.model).llm_precision == "bf16"
+    assert {name: block.vis_processor.name for name, block in fast.datasets.items()} == {
+        name: "blip2_image_eval" for name in plain.datasets}
+    speed = {"precision", "cache_frozen_features", "pack_sequences", "pack_max_tokens", "optimizer_impl",
+             "output_dir"}
+    assert {k: v for k, v in fast.run.items() if k not in speed} == {k: v for k, v in plain.run.items()
+                                                                        if k not in speed}
+    if step == "step2":
+        assert fast.model.ckpt == "output/llama2_13b_chat_step1_fast/checkpoint_last.pth"

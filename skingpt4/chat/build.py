@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatEngine
+from skingpt4.chat.static_cache import KV_CACHES
 from skingpt4.common.config import ConfigError, apply_schema, load_config
 from skingpt4.common.paths import check_config_paths
 
@@ -21,6 +22,8 @@ from skingpt4.common.paths import check_config_paths
 @dataclass
 class ChatRunConfig:
     max_question_chars: int = 4000       # longer messages are refused with a message
+    kv_cache: str = "dynamic"            # dynamic | static (preallocated buffers; docs/performance.md)
+    compile_decoding: bool = False       # torch.compile the decoding step (needs kv_cache: static)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
 
@@ -39,6 +42,10 @@ def read_chat_config(cfg_path: str | os.PathLike, options: Iterable[str] = (),
         raise ConfigError(f"run.decoding: {err}") from None
     if run.max_question_chars < 1:
         raise ConfigError(f"run.max_question_chars must be >= 1, got {run.max_question_chars}")
+    if run.kv_cache not in KV_CACHES:
+        raise ConfigError(f"run.kv_cache={run.kv_cache}: choose one of {', '.join(KV_CACHES)}")
+    if run.compile_decoding and run.kv_cache != "static":
+        raise ConfigError("run.compile_decoding=true needs run.kv_cache=static (choices: dynamic, static)")
     check_config_paths(cfg, "chat")  # every wrong path at once, before the model (minutes for a 13B LLM) loads
     return cfg, run
 
@@ -47,4 +54,5 @@ def build_engine(cfg: DictConfig, run: ChatRunConfig) -> ChatEngine:
     """Build the model (weights from the local paths in the config) and its engine."""
     from skingpt4.models.build import build_model
 
-    return ChatEngine(build_model(cfg.model), max_question_chars=run.max_question_chars)
+    return ChatEngine(build_model(cfg.model), max_question_chars=run.max_question_chars, kv_cache=run.kv_cache,
+                      compile_decoding=run.compile_decoding)

@@ -25,6 +25,7 @@ from skingpt4.models.variant_files import variant_files
 
 log = logging.getLogger("skingpt4.model")
 QUANTIZATIONS = ("none", "8bit", "4bit")
+ATTENTION = ("sdpa", "eager", "flash_attention_2")
 
 
 def model_config(user_cfg) -> DictConfig:
@@ -45,6 +46,8 @@ def model_config(user_cfg) -> DictConfig:
                                                           registry.chat_templates.names()))
     if cfg.llm_quantization not in QUANTIZATIONS:
         raise ConfigError(f"model.llm_quantization={cfg.llm_quantization}: choose one of {', '.join(QUANTIZATIONS)}")
+    if cfg.attn_implementation not in ATTENTION:
+        raise ConfigError(f"model.attn_implementation={cfg.attn_implementation}: choose one of {', '.join(ATTENTION)}")
     if cfg.max_txt_len < 1:
         raise ConfigError(f"model.max_txt_len must be >= 1, got {cfg.max_txt_len}")
     check_settings(cfg.lora)
@@ -64,7 +67,7 @@ def build_model(user_cfg, device: Optional[str] = None) -> SkinGPT4:
         require_path(cfg.ckpt, "model.ckpt", "a SkinGPT-4 / MiniGPT-4 checkpoint (.pth) with the projection", "file")
     tokenizer = load_tokenizer(cfg.llm_model, cfg.tokenizer.pad_token)
     template = registry.chat_templates.get(cfg.template)
-    llm = load_llm(cfg.llm_model, llm_dtype, place, cfg.llm_quantization)
+    llm = load_llm(cfg.llm_model, llm_dtype, place, cfg.llm_quantization, attn_implementation=cfg.attn_implementation)
     if cfg.lora.r:
         add_adapters(llm, cfg.lora)  # QLoRA when the LLM was loaded in 4 bits
     if cfg.gradient_checkpointing:

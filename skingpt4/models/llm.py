@@ -44,15 +44,17 @@ def load_tokenizer(directory: str, pad_token: Optional[str] = None, key: str = "
 
 
 def load_llm(directory: str, dtype: torch.dtype, device: torch.device, quantization: str = "none",
-             key: str = "model.llm_model"):
-    """A frozen causal LM in eval mode. quantization: "none", "8bit" or "4bit" (bitsandbytes, CUDA only)."""
+             key: str = "model.llm_model", attn_implementation: str = "sdpa"):
+    """A frozen causal LM in eval mode. quantization: "none", "8bit" or "4bit" (bitsandbytes, CUDA only).
+    attn_implementation: sdpa | eager | flash_attention_2 (`check_attention`)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = require_path(directory, key, "the local directory of a Llama-family LLM in transformers format", "dir")
     if not (Path(path) / "config.json").is_file():
         raise ConfigError(f"config key '{key}': '{path}' is not a transformers model directory (no config.json)")
+    check_attention(attn_implementation, device, dtype)
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    kwargs = dict(dtype=dtype, local_files_only=True)
+    kwargs = dict(dtype=dtype, local_files_only=True, attn_implementation=attn_implementation)
     if quantization != "none":
         kwargs.update(quantization_kwargs(quantization, device, dtype))
     elif device.type == "cuda":
@@ -70,6 +72,20 @@ def load_llm(directory: str, dtype: torch.dtype, device: torch.device, quantizat
              str(dtype).replace("torch.", ""), config.hidden_size, config.num_hidden_layers,
              f"{sum(p.numel() for p in llm.parameters()):,}")
     return llm
+
+
+def check_attention(attn_implementation: str, device: torch.device, dtype: torch.dtype) -> None:
+    """flash_attention_2 needs CUDA, fp16/bf16 and the flash-attn package; sdpa and eager run anywhere."""
+    if attn_implementation != "flash_attention_2":
+        return
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        raise ConfigError(f"model.attn_implementation=flash_attention_2 needs a CUDA device and llm_precision fp16 or "
+                          f"bf16 (got {device}, {str(dtype).replace('torch.', '')}); use sdpa")
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError("model.attn_implementation=flash_attention_2 needs the flash-attn package (pip install "
+                          "flash-attn); sdpa uses PyTorch's own flash kernel without it")
 
 
 def quantization_kwargs(quantization: str, device: torch.device, dtype: torch.dtype) -> dict:

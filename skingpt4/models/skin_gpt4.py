@@ -17,6 +17,7 @@ from torch import nn
 from skingpt4.common.precision import autocast, get_dtype, resolve_device
 from skingpt4.models.lora import LoraSettings, set_adapter_dropout
 from skingpt4.models.eva_vit import VisionConfig, build_eva_vit
+from skingpt4.models.packing import pack_rows, packed_position_ids, padding_fraction
 from skingpt4.models.qformer import QFormerConfig, build_qformer
 from skingpt4.models.trainable import TrainableSet
 from skingpt4.prompting import IGNORE_INDEX, IMAGE_SLOT, Layout, layout
@@ -52,6 +53,9 @@ class SkinGPT4Config:
     qformer_precision: str = "fp32"
     llm_precision: str = "auto"              # auto (fp16 on CUDA as the original, fp32 on CPU) | fp32 | bf16 | fp16
     llm_quantization: str = "none"           # none | 8bit | 4bit (bitsandbytes, CUDA only)
+    # sdpa (PyTorch scaled_dot_product_attention: flash / memory-efficient kernels on CUDA) | eager (the reference
+    # matmul-softmax) | flash_attention_2 (LLM only, needs the flash-attn package and CUDA; ViT and Q-Former use sdpa)
+    attn_implementation: str = "sdpa"
     gradient_checkpointing: bool = False     # recompute LLM activations in backward (less memory, ~30% slower)
     # --- adapters on the frozen LLM (models/lora.py); r: 0 = none, the projection alone trains ---
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -73,8 +77,9 @@ class SkinGPT4(TrainableSet, nn.Module):
         self.vit_dtype = get_dtype(cfg.vit_precision, self.device, "model.vit_precision")
         self.qformer_dtype = get_dtype(cfg.qformer_precision, self.device, "model.qformer_precision")
         self.llm_dtype = get_dtype(cfg.llm_precision, self.device, "model.llm_precision")
-        self.visual_encoder = build_eva_vit(VisionConfig(**cfg.vision))
-        self.qformer = build_qformer(QFormerConfig(**cfg.qformer), cfg.vision.width)
+        self.visual_encoder = build_eva_vit(VisionConfig(**cfg.vision), fused_attn=cfg.attn_implementation != "eager")
+        self.qformer = build_qformer(QFormerConfig(**cfg.qformer), cfg.vision.width,
+                                     attn_implementation="eager" if cfg.attn_implementation == "eager" else "sdpa")
         self.query_tokens = nn.Parameter(torch.zeros(1, cfg.qformer.num_query_tokens, cfg.qformer.hidden_size))
         self.llm = llm
         self.llama_proj = nn.Linear(cfg.qformer.hidden_size, llm.config.hidden_size)
@@ -146,31 +151,46 @@ class SkinGPT4(TrainableSet, nn.Module):
         embeds = embeds.masked_scatter(image_mask.to(self.device)[..., None], image_embeds.to(embeds.dtype))
         return embeds, attention.to(self.device)
 
-    def build_inputs(self, image_embeds: torch.Tensor, layouts: Sequence[Layout]) -> dict:
-        """LLM inputs of a batch of layouts, right-padded; labels -100 on BOS, prompt, image and padding."""
-        embeds, attention = self.embed([lay.tokens for lay in layouts], image_embeds)
+    def build_inputs(self, image_embeds: torch.Tensor, layouts: Sequence[Layout], pack_tokens: int = 0) -> dict:
+        """LLM inputs of a batch of layouts; labels -100 on BOS, prompt, image and padding.
+
+        pack_tokens 0: one right-padded row per layout with an attention mask. pack_tokens > 0: the layouts packed
+        end to end into rows of at most that many positions (models/packing.py), `position_ids` restarting at
+        every sample and no attention mask (attention stays inside each sample)."""
+        lengths = [len(lay.tokens) for lay in layouts]
+        rows = pack_rows(lengths, pack_tokens) if pack_tokens else [[i] for i in range(len(layouts))]
+        order = [i for row in rows for i in row]
+        token_rows = [[t for i in row for t in layouts[i].tokens] for row in rows]
+        embeds, attention = self.embed(token_rows, image_embeds[order] if pack_tokens else image_embeds)
         labels = torch.full(attention.shape, IGNORE_INDEX, dtype=torch.long)
-        for i, lay in enumerate(layouts):
-            labels[i, : len(lay.labels)] = torch.tensor(lay.labels)
         image_mask = torch.zeros(attention.shape, dtype=torch.bool)
-        for i, lay in enumerate(layouts):
-            image_mask[i, lay.image_positions] = True
-        return {"inputs_embeds": embeds, "attention_mask": attention, "labels": labels.to(self.device),
-                "image_mask": image_mask}
+        for r, row in enumerate(rows):
+            row_labels = [label for i in row for label in layouts[i].labels]
+            labels[r, : len(row_labels)] = torch.tensor(row_labels)
+            image_mask[r, : len(row_labels)] = torch.tensor(token_rows[r]) == IMAGE_SLOT
+        inputs = {"inputs_embeds": embeds, "attention_mask": attention, "labels": labels.to(self.device),
+                  "image_mask": image_mask, "padding_fraction": padding_fraction(lengths, rows)}
+        if pack_tokens:
+            inputs["attention_mask"] = None
+            inputs["position_ids"] = packed_position_ids(rows, lengths).to(self.device)
+        return inputs
 
     # ------------------------------------------------------------------------------------------ training
-    def forward(self, samples: dict) -> dict:
+    def forward(self, samples: dict, pack_tokens: int = 0) -> dict:
         """samples: `image` [B,3,S,S] or cached `queries` [B,32,768], `text_input` (answers) and optionally
-        `prompt` (one prompt line per item, None: the image alone precedes the answer)."""
+        `prompt` (one prompt line per item, None: the image alone precedes the answer). pack_tokens > 0: run the
+        LLM on packed rows of at most that many positions (`build_inputs`; same loss, no padding positions)."""
         queries = samples["queries"] if "queries" in samples else self.encode_queries(samples["image"])
         image_embeds = self.project(queries)
         answers = list(samples["text_input"])
         prompts = samples.get("prompt") or [None] * len(answers)
         layouts = [self.layout((), p, answer=a, style="train") for p, a in zip(prompts, answers, strict=True)]
-        inputs = self.build_inputs(image_embeds, layouts)
+        inputs = self.build_inputs(image_embeds, layouts, pack_tokens=pack_tokens)
         out = self.llm(inputs_embeds=inputs["inputs_embeds"], attention_mask=inputs["attention_mask"],
-                       labels=inputs["labels"], use_cache=False)
-        return {"loss": out.loss, "num_answer_tokens": int((inputs["labels"] != IGNORE_INDEX).sum())}
+                       position_ids=inputs.get("position_ids"), labels=inputs["labels"], use_cache=False)
+        return {"loss": out.loss, "num_answer_tokens": int((inputs["labels"] != IGNORE_INDEX).sum()),
+                "positions": inputs["inputs_embeds"].shape[0] * inputs["inputs_embeds"].shape[1],
+                "padding_fraction": inputs["padding_fraction"]}
 
     def parameter_counts(self) -> dict[str, int]:
         parts = {"visual_encoder": self.visual_encoder, "qformer": self.qformer, "llama_proj": self.llama_proj,

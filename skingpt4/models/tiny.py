@@ -66,6 +66,20 @@ def train_tokenizer(out_dir: Path) -> Path:
     return path
 
 
+def write_tiny_tokenizer(out_dir: str | Path) -> int:
+    """The tiny tokenizer alone (tokenizer.model + tokenizer_config.json) in `out_dir`; returns its vocabulary size.
+    Enough for token ids when the LLM itself is made with random weights (benchmarks/gpu_acceptance.py)."""
+    import sentencepiece as spm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out)
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+         "add_bos_token": True, "add_eos_token": False, "legacy": True, "model_max_length": 1024}, indent=1))
+    return spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model")).get_piece_size()
+
+
 def build_tiny_assets(out_dir: str | Path, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -100,15 +114,9 @@ def build_tiny_assets(out_dir: str | Path, seed: int = 0) -> Path:
     torch.save({"model": {"llama_proj.weight": proj.weight.detach(), "llama_proj.bias": proj.bias.detach()},
                 "epoch": 0}, out / "projection.pth")
 
-    train_tokenizer(out / "llm")
-    import sentencepiece as spm
-
-    vocab = spm.SentencePieceProcessor(model_file=str(out / "llm" / "tokenizer.model")).get_piece_size()
+    vocab = write_tiny_tokenizer(out / "llm")
     config = LlamaConfig(vocab_size=vocab, bos_token_id=1, eos_token_id=2, pad_token_id=None, **TINY_LLM)
     LlamaForCausalLM(config).save_pretrained(out / "llm")
-    (out / "llm" / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
-         "add_bos_token": True, "add_eos_token": False, "legacy": True, "model_max_length": 1024}, indent=1))
     (out / "README.txt").write_text("Tiny random-weight SkinGPT-4 assets for tests and the plumbing demo; not a "
                                     "medical model. Made by `python -m skingpt4.models.tiny`.\n")
     return out

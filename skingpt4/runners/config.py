@@ -15,6 +15,7 @@ from skingpt4.common import registry
 from skingpt4.common.config import ConfigError, apply_schema
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for_loop")
 DEVICES = ("auto", "cpu", "cuda")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -37,6 +38,11 @@ class RunConfig:
     batch_size_train: int = 2           # per process
     accum_grad_iters: int = 1
     precision: str = "fp32"             # fp32 | bf16 (autocast) | fp16 (autocast + loss scaling)
+    optimizer_impl: str = "auto"        # AdamW kernel: auto (fused on CUDA, else torch's) | fused | foreach | for_loop
+    # speed (docs/performance.md): pack each micro-batch's samples end to end into rows of at most pack_max_tokens
+    # positions instead of padding every sample to the longest (same loss, almost no padding positions)
+    pack_sequences: bool = False
+    pack_max_tokens: int = 512
     seed: int = 42
     # data loading
     num_workers: int = 4
@@ -65,7 +71,7 @@ def build_run_config(section) -> DictConfig:
             raise ConfigError(f"run.{key} must be >= 0, got {cfg[key]}")
     if cfg.min_lr > cfg.init_lr:
         raise ConfigError(f"run.min_lr ({cfg.min_lr}) must not exceed run.init_lr ({cfg.init_lr})")
-    for key in ("max_epoch", "iters_per_epoch", "batch_size_train", "accum_grad_iters", "log_freq"):
+    for key in ("max_epoch", "iters_per_epoch", "batch_size_train", "accum_grad_iters", "log_freq", "pack_max_tokens"):
         if cfg[key] < 1:
             raise ConfigError(f"run.{key} must be >= 1, got {cfg[key]}")
     for key in ("warmup_steps", "num_workers", "save_freq"):
@@ -78,6 +84,7 @@ def build_run_config(section) -> DictConfig:
     if cfg.stop_after_iters is not None and cfg.stop_after_iters < 1:
         raise ConfigError(f"run.stop_after_iters must be >= 1 or null, got {cfg.stop_after_iters}")
     _check_choice(cfg.precision, PRECISIONS, "run.precision")
+    _check_choice(cfg.optimizer_impl, OPTIMIZER_IMPLS, "run.optimizer_impl")
     _check_choice(cfg.device, DEVICES, "run.device")
     _check_choice(cfg.dist_backend, ("auto", "nccl", "gloo"), "run.dist_backend")
     _check_choice(cfg.sharding, ("none", "fsdp"), "run.sharding")

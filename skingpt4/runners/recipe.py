@@ -31,15 +31,17 @@ log = logging.getLogger("skingpt4.train")
 
 @dataclass
 class TrainStep:
-    """A batch -> the model's loss; each item gets a prompt line drawn with its own seed (prompt_files.py)."""
+    """A batch -> the model's loss; each item gets a prompt line drawn with its own seed (prompt_files.py).
+    pack_tokens > 0: the samples are packed into rows of at most that many positions (`run.pack_sequences`)."""
 
     prompt_lines: Sequence[str]
+    pack_tokens: int = 0
 
     def __call__(self, model: nn.Module, batch: dict) -> dict:
         samples = {"text_input": batch["text_input"],
                    "prompt": draw_prompts(self.prompt_lines, batch["item_seed"], batch.get("prompt"))}
         samples.update({k: batch[k] for k in ("queries", "image") if k in batch})
-        return model(samples)
+        return model(samples, pack_tokens=self.pack_tokens)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -72,7 +74,8 @@ def setup(cfg: DictConfig) -> Runner:
     model = build_model(cfg.model, device=str(dist.device))
     if run_cfg.cache_frozen_features:
         sources = [Source(s.name, cache_queries(model, s, run_cfg.batch_size_train, dist), s.ratio) for s in sources]
-    return Runner(run_cfg, TrainStep(prompt_lines), collate, model, sources, to_plain(cfg), dist)
+    pack_tokens = run_cfg.pack_max_tokens if run_cfg.pack_sequences else 0
+    return Runner(run_cfg, TrainStep(prompt_lines, pack_tokens), collate, model, sources, to_plain(cfg), dist)
 
 
 def run_training(cfg: DictConfig) -> tuple[TrainResult, nn.Module]:

@@ -37,8 +37,8 @@ from skingpt4.runners.data import Source, build_train_loader
 from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.metrics import MetricsLog, plot_loss_curve
-from skingpt4.runners.optim import build_optimizer
 from skingpt4.runners import sharding
+from skingpt4.runners.optim import build_optimizer, set_kernel
 
 log = logging.getLogger("skingpt4.train")
 LAST_CHECKPOINT = "checkpoint_last.pth"
@@ -96,7 +96,8 @@ class Runner:
                 raise ConfigError("run.sharding=fsdp shards the model over several processes; start them with "
                                   "torchrun --nproc-per-node N (or use run.sharding=none for one process)")
             sharding.shard_model(model, dist)  # before the optimizer: it steps on the shards
-        self.optimizer = build_optimizer(model, cfg.init_lr, cfg.weight_decay, cfg.betas)
+        self.optimizer = build_optimizer(model, cfg.init_lr, cfg.weight_decay, cfg.betas, cfg.optimizer_impl)
+        self.optimizer_kernel = {k: self.optimizer.param_groups[0][k] for k in ("fused", "foreach")}
         spec = ScheduleSpec(cfg.init_lr, cfg.min_lr, cfg.warmup_lr, cfg.warmup_steps, cfg.iters_per_epoch,
                             cfg.max_epoch, cfg.lr_decay_rate)
         self.scheduler = build_lr_scheduler(cfg.lr_sched, self.optimizer, spec)
@@ -145,6 +146,7 @@ class Runner:
             sharding.load_optimizer_state(self.model, self.optimizer, payload["optimizer"])
         else:
             self.optimizer.load_state_dict(payload["optimizer"])
+        set_kernel(self.optimizer, self.optimizer_kernel)  # the config's kernel, not the one the checkpoint ran
         self.scheduler.load_state_dict(payload["lr_scheduler"])
         if payload.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(payload["scaler"])
