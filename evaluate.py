@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from skingpt4.common.config import ConfigError, load_config
-from skingpt4.common.paths import check_config_paths
+from skingpt4.preflight import check_config_paths
 from skingpt4.evaluation.cases import CaseError
 from skingpt4.evaluation.questionnaire import QuestionnaireError
 from skingpt4.evaluation.tasks import TASKS, EvalContext

@@ -16,7 +16,7 @@ from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatEngine
 from skingpt4.chat.static_cache import KV_CACHES
 from skingpt4.common.config import ConfigError, apply_schema, load_config
-from skingpt4.common.paths import check_config_paths
+from skingpt4.preflight import check_config_paths
 
 
 @dataclass

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Optional
 
 from skingpt4.common.config import to_plain
-from skingpt4.common.fingerprint import sha256_file, sha256_json, sha256_state_dict
+from skingpt4.common.fingerprint import sha256_file, sha256_json
+from skingpt4.models.identity import model_identity
 
 TINY_NOTE = "tiny random model — not medical"
 
@@ -22,18 +23,6 @@ def package_version() -> str:
 def draw_seed() -> int:
     """A fresh seed for a sampled answer that has none, so that it is recorded and the answer reproducible."""
     return secrets.randbelow(2**31)
-
-
-def model_identity(model) -> dict:
-    """Variant, LLM folder, checkpoint file name and the SHA-256 of the projection that answers (also when it
-    was drawn at random: no checkpoint)."""
-    cfg = model.cfg
-    ckpt = str(cfg.ckpt) if cfg.get("ckpt") else None
-    variant = str(cfg.variant)
-    return {"variant": variant, "llm_model": str(cfg.llm_model),
-            "checkpoint": ckpt, "checkpoint_name": Path(ckpt).name if ckpt else None,
-            "projection_sha256": sha256_state_dict(model.trainable_state_dict()),
-            "tiny": variant.startswith("tiny")}
 
 
 def describe_model(identity: dict) -> str:

@@ -8,7 +8,8 @@ import time
 from typing import Callable, Optional
 
 from skingpt4.chat.engine import ChatEngine
-from skingpt4.chat.provenance import describe_model, model_identity
+from skingpt4.chat.provenance import describe_model
+from skingpt4.models.identity import model_identity
 from skingpt4.common.config import ConfigError
 
 log = logging.getLogger("skingpt4.demo")

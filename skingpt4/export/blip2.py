@@ -25,13 +25,13 @@ from typing import Optional
 
 import torch
 
-from skingpt4.chat.provenance import model_identity
 from skingpt4.common.config import ConfigError, to_plain
 from skingpt4.common.fingerprint import sha256_file, sha256_json
 from skingpt4.common.precision import DTYPES
 from skingpt4.export.prompt import IMAGE_TOKEN, chat_template_jinja
 from skingpt4.models.checkpoints import save_checkpoint
 from skingpt4.models.eva_vit import ours_to_hf_vision
+from skingpt4.models.identity import model_identity
 from skingpt4.models.llm import load_tokenizer
 from skingpt4.models.lora import has_adapters, merge_adapters
 from skingpt4.processors.image import CLIP_MEAN, CLIP_STD

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from skingpt4.common.config import ConfigError, require_path, to_plain
-from skingpt4.common.paths import check_config_paths
+from skingpt4.preflight import check_config_paths
 from skingpt4.prompting.prompt_files import draw_prompts, read_prompt_lines
 from skingpt4.runners.config import build_run_config
 from skingpt4.runners.data import Source, as_sources
