@@ -14,17 +14,16 @@ figure is the median per turn (the CPU is often shared).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from acceptance.common import PeakMemory  # noqa: E402  (the acceptance run's meter, shared)
 from skingpt4.chat import ChatEngine, DecodingConfig  # noqa: E402
 from skingpt4.chat.build import build_engine, read_chat_config  # noqa: E402
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS  # noqa: E402
@@ -49,38 +48,6 @@ class ForwardClock:
             return out
 
         llm.forward = timed
-
-
-class PeakMemory:
-    """Peak memory during a block, in MiB: CUDA peak allocation, or the CPU process's sampled resident set."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mib = 0.0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        page = os.sysconf("SC_PAGE_SIZE")
-        with open("/proc/self/statm") as statm:
-            while not self._stop.is_set():
-                statm.seek(0)
-                self.peak_mib = max(self.peak_mib, int(statm.read().split()[1]) * page / 2**20)
-                time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
 
 
 def cache_mib(conv) -> float:
