@@ -1,10 +1,10 @@
-"""Evaluate SkinGPT-4: the paper's clinical protocol, consistency, response time, diagnosis metrics, ablations.
+r"""Evaluate SkinGPT-4: the paper's clinical protocol, consistency, response time, diagnosis metrics, ablations.
 
     python evaluate.py --cfg-path eval_configs/evaluate_tiny.yaml --task clinical --out output/eval/clinical
     python evaluate.py --cfg-path eval_configs/evaluate_tiny.yaml --task questionnaire --out output/eval/fig4a \
         --inputs reviewer_a.csv reviewer_b.csv
 
-Tasks: clinical | questionnaire | consistency | metrics | response_time | ablation | image_control
+Tasks: clinical | questionnaire | consistency | metrics | response_time | ablation | calibrate | differential | image_control
 (docs/evaluation.md).
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from skingpt4.common.config import ConfigError, load_config
+from skingpt4.preflight import check_config_paths
 from skingpt4.evaluation.cases import CaseError
 from skingpt4.evaluation.questionnaire import QuestionnaireError
 from skingpt4.evaluation.tasks import TASKS, EvalContext
@@ -39,13 +40,18 @@ def main(argv=None) -> int:
     try:
         cfg = load_config(args.cfg_path, args.options)
         ctx = EvalContext(cfg, Path(args.out), resume=args.resume)
+        check_config_paths(cfg, "evaluate", args.task, args.inputs)  # every wrong path at once, before loading
         ctx.out.mkdir(parents=True, exist_ok=True)
         task = TASKS[args.task]
         summary = task(ctx, args.inputs) if args.task == "questionnaire" else task(ctx)
     except (ConfigError, CaseError, CheckpointError, QuestionnaireError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{args.task}: wrote {ctx.out} ({summary.get('problems', 0)} case(s) skipped, see problems.json)")
+    if args.task == "questionnaire":  # it reads rows of ratings, not cases
+        print(f"{args.task}: wrote {ctx.out} ({summary['ratings']} rating(s) counted, {summary['bad_rows']} row(s) "
+              "left out, see questionnaire_problems.csv)")
+    else:
+        print(f"{args.task}: wrote {ctx.out} ({summary.get('problems', 0)} case(s) skipped, see problems.json)")
     return 0
 
 

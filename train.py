@@ -1,4 +1,4 @@
-"""Train SkinGPT-4 (or any registered task) from a YAML config.
+"""Train SkinGPT-4 from a YAML config (the recipe: skingpt4/runners/recipe.py; docs/training.md).
 
     python train.py --cfg-path train_configs/skingpt4_llama2_13bchat_step1.yaml
     python train.py --cfg-path train_configs/tiny_step1.yaml --options run.max_epoch=1 run.output_dir=output/try
@@ -10,12 +10,8 @@ Exit status: 0 finished (or stopped by run.stop_after_iters), 2 configuration er
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import random
 import sys
-
-import torch
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -27,38 +23,21 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_training(cfg):
-    """Build task, datasets, model and runner from a loaded config and train. Returns (TrainResult, model)."""
-    from skingpt4.common import registry
-    from skingpt4.common.config import to_plain
-    from skingpt4.runners import build_run_config, init_distributed
+    """setup -> train -> cleanup of a loaded config. Returns (TrainResult, model)."""
+    from skingpt4.runners.recipe import run_training as recipe
 
-    run_cfg = build_run_config(cfg.get("run"))
-    task = registry.tasks.get(run_cfg.task)(run_cfg)
-    task.check_config(cfg)  # cheap checks (paths of checkpoints, sections) before anything heavy
-    dist = init_distributed(run_cfg.device, run_cfg.dist_backend)
-    logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING,
-                        format=f"%(asctime)s [rank {dist.rank}] %(name)s: %(message)s", datefmt="%H:%M:%S")
-    random.seed(run_cfg.seed)
-    torch.manual_seed(run_cfg.seed)  # the projection's initialisation when no model.ckpt is given
-    sources = task.build_datasets(cfg.datasets)
-    model = task.build_model(cfg.model, dist.device)
-    sources = task.prepare_sources(model, sources, dist)
-    runner = registry.runners.get(run_cfg.runner)(run_cfg, task, model, sources, to_plain(cfg), dist)
-    return runner.train(), model
+    return recipe(cfg)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     from skingpt4.common.config import ConfigError, load_config
-    from skingpt4.runners.distributed import shutdown
 
     try:
         result, _ = run_training(load_config(args.cfg_path, args.options))
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
-    finally:
-        shutdown()
     if os.environ.get("RANK", "0") == "0":
         print(f"[train] {result.status} at step {result.step}; last logged loss {result.last_loss}; "
               f"checkpoint {result.checkpoint}; outputs in {result.output_dir}")

@@ -4,6 +4,7 @@ conversations at once, left-padded); both reuse each conversation's KV cache acr
 
     python benchmarks/bench_chat.py                                   # tiny model on CPU (make tiny_assets first)
     python benchmarks/bench_chat.py --cfg-path eval_configs/skingpt4_llama2_13bchat.yaml --device cuda:0
+    python benchmarks/bench_chat.py --kv-cache static --compile         # static cache + torch.compile
 
 Timing comes from the LLM's own forward passes: the first pass of a turn is the prefill (its end is the first
 token), every later pass is one decoding step. Peak memory is the process's resident set (CPU, sampled every
@@ -13,17 +14,16 @@ figure is the median per turn (the CPU is often shared).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+from acceptance.common import PeakMemory  # noqa: E402  (the acceptance run's meter, shared)
 from skingpt4.chat import ChatEngine, DecodingConfig  # noqa: E402
 from skingpt4.chat.build import build_engine, read_chat_config  # noqa: E402
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS  # noqa: E402
@@ -48,38 +48,6 @@ class ForwardClock:
             return out
 
         llm.forward = timed
-
-
-class PeakMemory:
-    """Peak memory during a block, in MiB: CUDA peak allocation, or the CPU process's sampled resident set."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mib = 0.0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self):
-        page = os.sysconf("SC_PAGE_SIZE")
-        with open("/proc/self/statm") as statm:
-            while not self._stop.is_set():
-                statm.seek(0)
-                self.peak_mib = max(self.peak_mib, int(statm.read().split()[1]) * page / 2**20)
-                time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
 
 
 def cache_mib(conv) -> float:
@@ -148,18 +116,24 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--kv-cache", choices=["dynamic", "static"], help="override run.kv_cache")
+    parser.add_argument("--compile", action="store_true", help="run.compile_decoding (needs --kv-cache static)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg, run = read_chat_config(args.cfg_path, device=args.device)
+    if args.kv_cache:
+        run.kv_cache = args.kv_cache
+    run.compile_decoding = run.compile_decoding or args.compile
     engine = build_engine(cfg, run)
     model = engine.model
     decoding = DecodingConfig(do_sample=False, max_new_tokens=args.max_new_tokens, max_length=100_000)
     clock = ForwardClock(model.llm, model.device)
     print(f"device {model.device}, LLM {model.llm_dtype}, hidden {model.llm.config.hidden_size}, "
           f"{model.llm.config.num_hidden_layers} layers; torch threads {torch.get_num_threads()}; greedy, "
-          f"at most {args.max_new_tokens} new tokens per turn")
+          f"at most {args.max_new_tokens} new tokens per turn; kv_cache {run.kv_cache}, "
+          f"compile {run.compile_decoding}")
     run_turns(engine, 1, DecodingConfig(do_sample=False, max_new_tokens=4), clock)  # warm-up
     for batch in args.batch:
         runs = [run_turns(engine, batch, decoding, clock) for _ in range(args.repeats)]

@@ -33,17 +33,17 @@ from skingpt4.evaluation.sessions import run_sessions  # noqa: E402
 
 def build_model(cfg_path):
     from skingpt4.common.config import load_config
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
     if cfg_path:
-        return SkinGPT4.from_config(load_config(cfg_path).model)
+        return build_model(load_config(cfg_path).model)
     if not os.environ.get("SKINGPT4_TINY_ASSETS"):
         from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
 
         recipe = TinyRecipe(pretrain=False)  # speed only: random weights build in seconds
         os.environ["SKINGPT4_TINY_ASSETS"] = str(build_tiny_assets(Path(tempfile.mkdtemp(prefix="skingpt4_bench_")),
                                                                    recipe=recipe))
-    return SkinGPT4.from_config({"model_type": "tiny", "device": "cpu"})
+    return build_model({"variant": "tiny", "device": "cpu"})
 
 
 def synthetic_images(n: int) -> Path:

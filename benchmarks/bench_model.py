@@ -4,7 +4,7 @@
     python benchmarks/bench_model.py --arch full --device cuda --dtype bf16   # full-size, random weights (GPU)
     python benchmarks/bench_model.py --arch full --device cpu --dtype bf16 --skip-llm   # ViT-g + Q-Former on CPU
 
-`--arch tiny` goes through the real loading path (SkinGPT4.from_config on the tiny files). `--arch full` builds the
+`--arch tiny` goes through the real loading path (build_model on the tiny files). `--arch full` builds the
 full-size architecture (EVA-ViT-g 39 blocks, Q-Former, Llama-2-13b-chat shapes) with random weights, no files
 needed; with --skip-llm the 13B LLM is built on the meta device (counted, not run), which fits a CPU machine.
 """
@@ -23,12 +23,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from skingpt4.common.precision import DTYPES  # noqa: E402
 from skingpt4.models.eva_vit import VisionConfig, build_eva_vit  # noqa: E402
 from skingpt4.models.qformer import QFormerConfig, build_qformer  # noqa: E402
-
-LLAMA2_13B = dict(vocab_size=32000, hidden_size=5120, intermediate_size=13824, num_hidden_layers=40,
-                  num_attention_heads=40, num_key_value_heads=40, max_position_embeddings=4096)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from skingpt4.models.random_init import LLAMA2_13B  # noqa: E402
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -52,15 +50,16 @@ def time_encode(encode, batch: int, device: torch.device, dtype: torch.dtype, re
     return times
 
 
-def build_tiny(device: str):
-    from skingpt4.models import SkinGPT4
+def build_tiny(device: str, vit_precision: str = "auto", attn: str = "sdpa"):
+    from skingpt4.models import build_model
     from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
 
     assets = Path(tempfile.mkdtemp(prefix="skingpt4_bench_"))
     build_tiny_assets(assets, recipe=TinyRecipe(pretrain=False))  # speed only: random weights build in seconds
     os.environ["SKINGPT4_TINY_ASSETS"] = str(assets)
     start = time.perf_counter()
-    model = SkinGPT4.from_config({"model_type": "tiny", "device": device})
+    model = build_model({"variant": "tiny", "device": device, "vit_precision": vit_precision,
+                         "attn_implementation": attn})
     build_s = time.perf_counter() - start
     return model.parameter_counts(), model.encode_image, build_s, model.device, model.vit_dtype
 
@@ -100,7 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", choices=["tiny", "full"], default="tiny")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="full arch only")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="full arch: all parts; tiny: the ViT")
+    parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="tiny arch")
     parser.add_argument("--skip-llm", action="store_true", help="full arch: build the LLM on the meta device")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
@@ -110,7 +110,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     if args.arch == "tiny":
-        counts, encode, build_s, device, dtype = build_tiny(args.device)
+        counts, encode, build_s, device, dtype = build_tiny(args.device, args.dtype, args.attn_implementation)
     else:
         counts, encode, build_s, device, dtype = build_full(args.device, DTYPES[args.dtype], args.skip_llm)
 

@@ -4,8 +4,9 @@ without the frozen-feature cache (`run.cache_frozen_features`, eval transform).
 
     python benchmarks/bench_train.py                       # tiny model, CPU
     python benchmarks/bench_train.py --steps 40 --batch-size 4 --device cuda
+    python benchmarks/bench_train.py --pack --optimizer-impl fused    # packed batches, fused AdamW
 
-It uses the training components themselves (data plan + DataLoader, task.train_step, AdamW), timing each
+It uses the training components themselves (data plan + DataLoader, the recipe's TrainStep, AdamW), timing each
 phase with the device synchronised. The tiny model's figures measure the pipeline's overheads, not the
 full-size model's speed.
 """
@@ -30,7 +31,12 @@ from skingpt4.runners import DistInfo, build_run_config  # noqa: E402
 from skingpt4.runners.data import build_train_loader  # noqa: E402
 from skingpt4.runners.optim import build_optimizer  # noqa: E402
 from skingpt4.runners.runner import to_device  # noqa: E402
-from skingpt4.tasks import ImageTextPretrainTask  # noqa: E402
+from skingpt4.runners.recipe import TrainStep  # noqa: E402
+from skingpt4.datasets import build_datasets, collate  # noqa: E402
+from skingpt4.models import build_model  # noqa: E402
+from skingpt4.prompting.prompt_files import read_prompt_lines  # noqa: E402
+from skingpt4.runners.data import Source, as_sources  # noqa: E402
+from skingpt4.runners.feature_cache import cache_queries  # noqa: E402
 
 
 def ensure_inputs(work: Path, data: Path | None) -> Path:
@@ -58,17 +64,18 @@ def measure(args, data: Path, transform: str, cache: bool) -> dict:
         "batch_size_train": args.batch_size, "num_workers": args.num_workers, "cache_frozen_features": cache,
         "init_lr": 1e-3, "device": device.type}))
     dist = DistInfo(0, 1, 0, device)
-    task = ImageTextPretrainTask(run_cfg)
+    train_step = TrainStep(read_prompt_lines("prompts/step1.txt"), args.pack_tokens if args.pack else 0)
     torch.manual_seed(0)
-    model = task.build_model(OmegaConf.create({"model_type": "tiny", "prompt_path": "prompts/step1.txt"}), device)
-    sources = task.build_datasets(OmegaConf.create(
-        {"skincon_concepts": {"storage": str(data), "vis_processor": {"name": transform}}}))
+    model = build_model({"variant": "tiny", "attn_implementation": args.attn_implementation}, device=str(device))
+    sources = as_sources(build_datasets(OmegaConf.create(
+        {"skincon_concepts": {"storage": str(data), "vis_processor": {"name": transform}}})))
     cache_start = time.perf_counter()
-    sources = task.prepare_sources(model, sources, dist)
+    if cache:
+        sources = [Source(s.name, cache_queries(model, s, args.batch_size, dist), s.ratio) for s in sources]
     cache_seconds = time.perf_counter() - cache_start
-    optimizer = build_optimizer(model, 1e-3, 0.05, (0.9, 0.999))
+    optimizer = build_optimizer(model, 1e-3, 0.05, (0.9, 0.999), args.optimizer_impl)
     total = args.warmup + args.steps
-    loader = build_train_loader(sources, task.collate, batch_size=args.batch_size, world_size=1, rank=0, seed=0,
+    loader = build_train_loader(sources, collate, batch_size=args.batch_size, world_size=1, rank=0, seed=0,
                                 total_micro_steps=total, start_micro_step=0, num_workers=args.num_workers,
                                 pin_memory=device.type == "cuda")
     model.train()
@@ -86,7 +93,7 @@ def measure(args, data: Path, transform: str, cache: bool) -> dict:
             batch["queries"] = model.encode_queries(batch["image"])
         sync(device)
         t2 = time.perf_counter()
-        loss = task.train_step(model, batch)["loss"]
+        loss = train_step(model, batch)["loss"]
         loss.backward()
         sync(device)
         t3 = time.perf_counter()
@@ -119,12 +126,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--pack", action="store_true", help="run.pack_sequences: packed batches")
+    parser.add_argument("--pack-tokens", type=int, default=512, help="run.pack_max_tokens")
+    parser.add_argument("--optimizer-impl", default="auto", choices=["auto", "fused", "foreach", "for_loop"])
+    parser.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"])
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         data = ensure_inputs(Path(tmp), args.data)
         print(f"tiny SkinGPT-4 training step, batch {args.batch_size}, {args.steps} timed steps after {args.warmup} "
-              f"warm-up, device {args.device}, {torch.get_num_threads()} threads, num_workers {args.num_workers}")
+              f"warm-up, device {args.device}, {torch.get_num_threads()} threads, num_workers {args.num_workers}, "
+              f"packed {args.pack} ({args.pack_tokens}), AdamW {args.optimizer_impl}, {args.attn_implementation}")
         print("(peak memory: process peak RSS on CPU (includes Python/torch), max allocated on CUDA)")
         runs = {
             "train transform, pixels": measure(args, data, "blip2_image_train", cache=False),

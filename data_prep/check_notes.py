@@ -23,9 +23,8 @@ from typing import Any, Optional
 
 from data_prep.common import (ImageJob, PrepareError, Skips, add_image_args, encode_images, prepare_output,
                             print_report, write_prepared)
-from skingpt4.common.images import DEFAULT_MAX_PIXELS
+from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def check_notes(folder: Path, decode: bool = True, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,

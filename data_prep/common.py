@@ -2,6 +2,7 @@
 with errors that name the file, line and column, and deterministic output (same input -> same bytes)."""
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import io
@@ -92,7 +93,7 @@ class ImageJob:
 def encode_image(job: ImageJob) -> tuple[str, Optional[bytes], Optional[str], Optional[str]]:
     """Original -> RGB, upright, at most max_side, JPEG bytes. -> (image_id, bytes, reason, detail)."""
     try:
-        img = load_image(job.source, max_pixels=job.max_pixels)
+        img = load_image(job.source, max_pixels=job.max_pixels or None)  # 0 = no limit, as for max_side
     except ImageError as err:
         return job.image_id, None, err.reason, err.detail
     if job.max_side and max(img.size) > job.max_side:
@@ -155,6 +156,10 @@ def write_prepared(out: Path, records: list[dict[str, Any]], sources: dict[str, 
     report = {**describe, "written": len(kept), "skipped": skips.as_dict()}
     write_json(out / "prepare_report.json", report)
     write_json(out / "filter_cap.json", {"annotations": kept})
+    if not kept:  # an empty training set is never what was asked for
+        reasons = ", ".join(f"{reason}={n}" for reason, n in sorted(skips.counts.items())) or "no records found"
+        raise PrepareError(f"wrote 0 image-caption pairs to '{out}' ({reasons}); see {out / 'prepare_report.json'}, "
+                           "fix the input or the options and run again with --overwrite")
     return report
 
 
@@ -180,10 +185,24 @@ def stable_choice(options: Sequence[str], key: str, seed: int) -> str:
     return options[int.from_bytes(digest[:8], "big") % len(options)]
 
 
+def _count(minimum: int, zero_means: str = ""):
+    """argparse type: an integer >= minimum (a wrong value is argparse's one-line usage error, exit status 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}{zero_means}, got {value}")
+        return value
+    return parse
+
+
 def add_image_args(parser) -> None:
-    parser.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+    parser.add_argument("--max-side", type=_count(0, " (0 = keep size)"), default=DEFAULT_MAX_SIDE,
                         help=f"shrink images whose longer side exceeds this (0 = keep size; default {DEFAULT_MAX_SIDE})")
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                        help="skip images with more pixels than this (decompression-bomb guard)")
-    parser.add_argument("--workers", type=int, default=1, help="processes that decode and encode images")
+    parser.add_argument("--max-pixels", type=_count(0, " (0 = no limit)"), default=DEFAULT_MAX_PIXELS,
+                        help=f"skip images with more pixels than this, a decompression-bomb guard (0 = no limit; "
+                             f"default {DEFAULT_MAX_PIXELS})")
+    parser.add_argument("--workers", type=_count(1), default=1, help="processes that decode and encode images")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier preparation in --out")

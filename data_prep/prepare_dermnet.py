@@ -1,11 +1,10 @@
-"""Dermnet (Kaggle) -> step-2 training set: each image captioned with its SkinGPT-4 class (DESIGN §7).
+"""Dermnet (Kaggle) -> step-2 training set: each image captioned with its SkinGPT-4 class (docs/datasets.md).
 
     python data_prep/prepare_dermnet.py --root dermnet --split train --out data/prepared/dermnet
     python data_prep/prepare_dermnet.py --root dermnet --split test  --out data/prepared/dermnet_test
 
-The 23 folders map to the paper's 15 classes + Others through a JSON data file (default:
-data_prep/dermnet_mapping.json; pass your own copy with --mapping). Folders the paper does not place go to
-Others, or are left out with --drop-ambiguous. A folder the mapping does not know is an error (or, with
+The 23 folders map to the paper's 15 classes + Others through the one class table (default:
+skingpt4/common/classes.json; pass an edited copy with --mapping). Folders the paper does not place go to Others, or are left out with --drop-ambiguous. A folder the mapping does not know is an error (or, with
 --skip-unknown, skipped and counted): it is never guessed. Each record: image_id, caption, label (class),
 folder, split.
 """
@@ -18,39 +17,44 @@ if __package__ in (None, ""):  # run as `python data_prep/prepare_dermnet.py`
 
 import argparse
 import difflib
-import json
 import re
 from pathlib import Path
 from typing import Any, Optional
 
 from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
                             write_prepared)
-from skingpt4.common.images import DEFAULT_MAX_PIXELS
+from skingpt4.common.class_table import CLASS_TABLE, ClassTableError, read_class_table
+from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
-DEFAULT_MAPPING = Path(__file__).resolve().parent / "dermnet_mapping.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+DEFAULT_MAPPING = CLASS_TABLE  # the one class table, skingpt4/common/classes.json
 
 
 def load_mapping(path: Path = DEFAULT_MAPPING) -> dict[str, Any]:
-    """Read and check a mapping file: every folder's class must be one of 'classes' (or null)."""
+    """The Dermnet part of a class table (skingpt4/common/classes.json or an edited copy): the captions, each
+    class's phrase, every known folder -> its class, and the folders the paper does not place (-> Others)."""
     try:
-        mapping = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise PrepareError(f"cannot read the Dermnet mapping '{path}': {err}") from err
-    for key in ("caption", "classes", "folders"):
-        if key not in mapping:
-            raise PrepareError(f"Dermnet mapping '{path}' lacks '{key}'")
-    for caption in [mapping["caption"], *mapping.get("varied_captions", [])]:
-        if "{phrase}" not in caption:
-            raise PrepareError(f"Dermnet mapping '{path}': every caption must contain {{phrase}}, got {caption!r}")
-    for folder, label in mapping["folders"].items():
-        if label is not None and label not in mapping["classes"]:
-            raise PrepareError(f"Dermnet mapping '{path}': folder {folder!r} maps to {label!r}, which is not in "
-                               f"'classes' ({', '.join(mapping['classes'])})")
-    for folder in mapping.get("ambiguous", []):
-        if folder not in mapping["folders"]:
-            raise PrepareError(f"Dermnet mapping '{path}': ambiguous folder {folder!r} is not in 'folders'")
-    return mapping
+        table = read_class_table(path)
+    except ClassTableError as err:
+        raise PrepareError(str(err)) from None
+    classes = {c["name"]: c["phrase"] for c in table["classes"]}
+    folders: dict[str, Optional[str]] = {}
+    for c in table["classes"]:
+        for folder in c.get("dermnet_folders", []):
+            if folder in folders:
+                raise PrepareError(f"class table '{path}': folder {folder!r} is placed in two classes "
+                                   f"({folders[folder]}, {c['name']})")
+            folders[folder] = c["name"]
+    ambiguous = list(table.get("unplaced_dermnet_folders", []))
+    if ambiguous and "Others" not in classes:
+        raise PrepareError(f"class table '{path}': unplaced Dermnet folders go to 'Others', which is not a class")
+    for key, target in (("unplaced_dermnet_folders", "Others"), ("dropped_dermnet_folders", None)):
+        for folder in table.get(key, []):
+            if folder in folders:
+                raise PrepareError(f"class table '{path}': folder {folder!r} is in '{key}' and also "
+                                   f"{'placed in ' + folders[folder] if folders[folder] else 'dropped'}")
+            folders[folder] = target
+    return {"caption": table["caption"], "varied_captions": table.get("varied_captions", []), "classes": classes,
+            "folders": folders, "ambiguous": ambiguous}
 
 
 def slug(text: str) -> str:
@@ -74,7 +78,7 @@ def prepare_dermnet(root: Path, split: str, out: Path, mapping_path: Path = DEFA
             close = difflib.get_close_matches(folder, list(mapping["folders"]), n=1)
             hints.append(f"{folder!r}" + (f" (close to {close[0]!r})" if close else ""))
         raise PrepareError(f"{len(unknown)} Dermnet folder(s) not in the mapping '{mapping_path}': "
-                           f"{', '.join(hints)}. Add them to 'folders' in a copy of the mapping file "
+                           f"{', '.join(hints)}. Add them to a class's 'dermnet_folders' in a copy of the class table "
                            "(--mapping), or pass --skip-unknown to leave them out")
     ambiguous = set(mapping.get("ambiguous", []))
     records, sources = [], {}

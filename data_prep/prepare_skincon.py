@@ -1,4 +1,4 @@
-"""SKINCON -> step-1 training set (image + concept caption), DESIGN §7.
+"""SKINCON -> step-1 training set (image + concept caption), docs/datasets.md.
 
     python data_prep/prepare_skincon.py --out data/prepared/skincon \
         --fitzpatrick-annotations skincon/annotations_fitzpatrick17k.csv \
@@ -25,7 +25,7 @@ from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_a
                             prepare_output, print_report, read_csv, stable_choice, write_prepared)
 from data_prep.skincon_concepts import (CONCEPTS, DEFAULT_TEMPLATE, EXCLUDE_COLUMN, VARIED_TEMPLATES,
                                       concept_caption)
-from skingpt4.common.images import DEFAULT_MAX_PIXELS
+from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 DDI_TONES = {"12": "I-II", "34": "III-IV", "56": "V-VI"}
@@ -116,7 +116,7 @@ def prepare_skincon(out: Path, fitzpatrick_annotations: Optional[Path] = None, f
             raise PrepareError(f"--{source.replace('17k', '')}-images: no such directory '{image_dir}' "
                                f"(the folder holding the {source} images)")
         metadata = read_meta(Path(meta_path)) if meta_path else None
-        images = index_files(Path(image_dir), (".jpg", ".jpeg", ".png"))
+        images = index_files(Path(image_dir), IMAGE_SUFFIXES)
         got, got_sources = read_annotations(Path(csv_path), source, images, metadata, phrasings, seed, skips)
         records += got
         sources.update(got_sources)

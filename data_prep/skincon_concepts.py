@@ -1,4 +1,4 @@
-"""SKINCON's 48 clinical concepts (column names of the public CSVs, DESIGN §7) and how captions name them.
+"""SKINCON's 48 clinical concepts (column names of the public CSVs, docs/datasets.md) and how captions name them.
 
 Wording: concept names in clinical spelling (lower case, US spelling, "/" columns read as "or"), listed in
 the order of the released header, joined as "a, b and c". The default sentence is
@@ -7,7 +7,7 @@ image from a hash of its id (deterministic).
 """
 from __future__ import annotations
 
-# Column name -> wording in captions. Order = the released header's order (DESIGN §7).
+# Column name -> wording in captions. Order = the released header's order (docs/datasets.md).
 CONCEPTS: dict[str, str] = {
     "Vesicle": "vesicles",
     "Papule": "papules",

@@ -1,5 +1,5 @@
 """Prepared folder -> webdataset `.tar` shards (one `jpg` + one `json` record with the caption per sample),
-for large sets and remote storage (DESIGN §7).
+for large sets and remote storage (docs/datasets.md).
 
     python data_prep/write_shards.py --src data/prepared/skincon --out data/shards/skincon --maxcount 1000
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Set up a virtual environment in .venv with everything SkinGPT-4 needs, on a machine that has only Python.
 #   bash scripts/setup.sh          # runtime
-#   bash scripts/setup.sh --test   # + pytest, playwright and Debian's chromium for the browser test
+#   bash scripts/setup.sh --test   # + pytest, playwright, peft (LoRA tests) and Debian's chromium for the browser test
 # torch: the registry's regular build. The CPU-only wheel some machines keep locally cannot import
-# torchvision (DESIGN §10); the regular build runs fine without a GPU.
+# torchvision (docs/installation.md); the regular build runs fine without a GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH="torch==2.15.0"

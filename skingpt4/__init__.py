@@ -1,7 +1,7 @@
 """SkinGPT-4: a frozen EVA-ViT-g + BLIP-2 Q-Former read a skin photo, a trainable linear projection maps the
-32 query embeddings into a frozen Llama-family LLM. Models, processors, dataset builders, tasks, runners, LR
-schedules and chat templates are named in YAML through `skingpt4.common.registry`, which imports the package
-that defines them on first look-up."""
+32 query embeddings into a frozen Llama-family LLM. Where YAML has a real choice (dataset builders, processors, LR
+schedules, chat templates) it names it through `skingpt4.common.registry`, which imports the module that defines
+the entries on first look-up; the model is built by `skingpt4.models.build_model`, its LLM named by a variant."""
 import os
 
 # Nothing in this project downloads: weights and data come from local paths named in YAML.

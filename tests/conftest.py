@@ -33,13 +33,17 @@ def _cache_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_assets() -> Path:
+def tiny_assets(tmp_path_factory) -> Path:
     """Tiny pretrained assets in the real file formats, the test suite's smaller recipe of the tiny world
-    (skingpt4/models/tiny.py, `TinyRecipe.small`): built once into the test cache (about 30 s on 2 cores),
-    then reused while the recipe's fingerprint is unchanged. Read-only: tests must not write into it."""
+    (skingpt4/models/tiny.py, `TinyRecipe.small`): built once into the test cache (about 40 s on 2 cores) and
+    reused while the recipe's fingerprint is unchanged; each session works on its own copy (a few MB)."""
+    import shutil
+
     from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
 
-    path = build_tiny_assets(_cache_dir() / "tiny_assets_small", recipe=TinyRecipe.small())
+    cached = build_tiny_assets(_cache_dir() / "tiny_assets_small", recipe=TinyRecipe.small())
+    path = tmp_path_factory.mktemp("tiny") / "tiny_assets"
+    shutil.copytree(cached, path)
     os.environ["SKINGPT4_TINY_ASSETS"] = str(path)
     # The tiny chat/eval configs load the main job's trained projection; plumbing tests use the untrained one.
     os.environ["SKINGPT4_TINY_CKPT"] = str(path / "projection.pth")
@@ -51,10 +55,21 @@ def tiny_model(tiny_assets):
     """A built tiny SkinGPT-4 on CPU, fp32, Vicuna-v0 template, step-2 prompts. Shared: do not modify it."""
     import torch
 
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
     torch.manual_seed(0)
-    return SkinGPT4.from_config({"model_type": "tiny", "prompt_path": str(REPO_ROOT / "prompts" / "step2.txt")})
+    return build_model({"variant": "tiny"})
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_assets, tmp_path_factory) -> Path:
+    """The tiny chat model (eval_configs/skingpt4_tiny.yaml: fixed projection) exported as a transformers BLIP-2
+    directory by `python -m skingpt4.export` (built once per test session)."""
+    from skingpt4.export.cli import main as export_main
+
+    out = tmp_path_factory.mktemp("export") / "blip2"
+    assert export_main(["--cfg-path", str(REPO_ROOT / "eval_configs" / "skingpt4_tiny.yaml"), "--out", str(out)]) == 0
+    return out
 
 
 @pytest.fixture
@@ -107,7 +122,7 @@ def kill_train_after_checkpoint(subprocess_env):
     import subprocess
     import time
 
-    from skingpt4.runners.checkpoint import load_checkpoint
+    from skingpt4.models.checkpoints import read_checkpoint as load_checkpoint
 
     def kill(cfg_path, options, output_dir, min_step: int) -> int:
         proc = subprocess.Popen([sys.executable, "train.py", "--cfg-path", str(cfg_path), "--options", *options],

@@ -38,6 +38,13 @@ def test_clinical_questions_as_json(tiny_assets, photo):
     assert all(a["new_tokens"] <= 6 and a["stopped_by"] for a in record["answers"])
     assert record["decoding"]["do_sample"] is False and record["template"] == "vicuna_v0"
     assert "not a doctor" in record["disclaimer"]
+    # the differential: every class once, probabilities summing to 1, most likely first; uncalibrated here
+    ranked = record["differential"]
+    assert len(ranked) == 16 and len({d["class"] for d in ranked}) == 16
+    assert abs(sum(d["probability"] for d in ranked) - 1) < 1e-5
+    assert [d["probability"] for d in ranked] == sorted((d["probability"] for d in ranked), reverse=True)
+    assert record["temperature"] == 1.0 and record["calibration_file"] is None
+    assert record["abstained"] is (ranked[0]["probability"] < record["abstain_below"])
     # greedy: the same answers again
     torch.manual_seed(0)
     assert json.loads(run(["--cfg-path", CFG, "--image", photo, "--clinical", "--format", "json", "--greedy",
@@ -67,9 +74,9 @@ def test_bad_image_and_bad_config_are_clear_errors(tiny_assets, photo, tmp_path,
     (tmp_path / "notes.txt").write_text("no image")
     assert run(["--cfg-path", CFG, "--image", str(tmp_path / "notes.txt"), "--clinical"])[0] == 2
     assert "cannot use the image" in capsys.readouterr().err
-    assert run(["--cfg-path", CFG, "--image", photo, "--clinical", "--options", "run.templat=x"])[0] == 2
-    assert "unknown key 'run.templat' (did you mean 'template'?)" in capsys.readouterr().err
+    assert run(["--cfg-path", CFG, "--image", photo, "--clinical", "--options", "run.max_question_char=x"])[0] == 2
+    assert "unknown key 'run.max_question_char' (did you mean 'max_question_chars'?)" in capsys.readouterr().err
     assert run(["--cfg-path", CFG, "--image", photo, "--clinical", "--top-p", "1.5"])[0] == 2
     assert "top_p must be in (0, 1], got 1.5" in capsys.readouterr().err
-    assert run(["--cfg-path", CFG, "--image", photo, "--options", "run.template=llama3"])[0] == 2
-    assert "unknown run.template 'llama3'" in capsys.readouterr().err
+    assert run(["--cfg-path", CFG, "--image", photo, "--options", "model.template=llama3"])[0] == 2
+    assert "unknown model.template 'llama3'; did you mean 'llama3_chat'" in capsys.readouterr().err

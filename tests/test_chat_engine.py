@@ -11,8 +11,9 @@ from transformers import LlamaForCausalLM
 
 from skingpt4.chat import ChatEngine, ChatInputError, DecodingConfig
 from skingpt4.common.images import ImageError
+from skingpt4.models import build_model
 
-DESIGN_SYSTEM = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I "
+VICUNA_SYSTEM_TEXT = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I "
                  "provide it to you. Please answer my questions.")
 QUESTIONS = ["Could you describe the skin disease in this image for me?",
              "Please provide a paragraph listing additional features you observed in the image.",
@@ -28,7 +29,16 @@ class ModelView:
         self.__dict__.update(overrides)
 
     def __getattr__(self, name):
+        method = getattr(type(self._model), name, None)
+        if callable(method) and hasattr(method, "__get__") and not isinstance(method, type):
+            return method.__get__(self)  # the model's own methods, run on the view (so they see the overrides)
         return getattr(self._model, name)
+
+
+def tiny_with_template(template: str):
+    """The tiny model whose variant is told to use another chat template (model.template)."""
+    torch.manual_seed(0)
+    return build_model({"variant": "tiny", "template": template})
 
 
 def photo(colour=(190, 120, 100), size=(300, 220)) -> Image.Image:
@@ -38,7 +48,7 @@ def photo(colour=(190, 120, 100), size=(300, 220)) -> Image.Image:
 
 
 def reference_image_embeds(model, img):
-    # DESIGN §3 eval processing written out with torchvision, independent of the processors package
+    # docs/model.md eval processing written out with torchvision, independent of the processors package
     pixels = transforms.Compose([
         transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BICUBIC), transforms.ToTensor(),
         transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
@@ -47,7 +57,7 @@ def reference_image_embeds(model, img):
 
 
 def reference_embeds(model, image_embeds, prompt):
-    """DESIGN §5 layout: [BOS | text before <ImageHere> | image | text after], segments without special tokens."""
+    """docs/prompts.md layout: [BOS | text before <ImageHere> | image | text after], segments without special tokens."""
     before, after = prompt.split("<ImageHere>")
     tok = model.tokenizer
 
@@ -94,13 +104,16 @@ def test_first_turn_layout_and_greedy_equal_reference_loop(engine, model):
     conv = engine.new_conversation(img)
     image_embeds = reference_image_embeds(model, img)
     torch.testing.assert_close(conv.image_embeds, image_embeds)
-    prompt = DESIGN_SYSTEM + "###Human: <Img><ImageHere></Img> " + QUESTIONS[0] + "###Assistant:"
+    prompt = VICUNA_SYSTEM_TEXT + "###Human: <Img><ImageHere></Img> " + QUESTIONS[0] + "###Assistant:"
     assert engine.prompt_text(conv, QUESTIONS[0]) == prompt
 
     reply = engine.ask(conv, QUESTIONS[0], DecodingConfig(**GREEDY))
     expected = reference_greedy(model, reference_embeds(model, image_embeds, prompt), 12)
     assert conv.last_turn.reply_ids == expected
-    assert reply == model.tokenizer.decode(expected, skip_special_tokens=True).split("###")[0].strip()
+    # the reply is the decoded text cut at the stop string, without control characters (a random LLM emits some)
+    assert reply == engine.template.clean_reply(model.tokenizer.decode(expected, skip_special_tokens=True))
+    assert reply == model.tokenizer.decode(expected, skip_special_tokens=True).split("###")[0].strip().replace(
+        "\x9c", "").rstrip("\ufffd")
     n_text = len(model.tokenizer(prompt.replace("<ImageHere>", ""), add_special_tokens=False).input_ids)
     assert conv.last_turn.prompt_tokens >= 1 + 32 + n_text - 2  # BOS + image + both segments (split may differ)
 
@@ -147,8 +160,8 @@ def test_cache_reuse_gives_the_same_tokens_as_rerunning_the_history(engine, mode
 
 
 @pytest.mark.parametrize("template", ["llama2_chat", "instruction_response"])
-def test_other_templates_cache_reuse_and_layout(model, template):
-    engine = ChatEngine(model, template=template)
+def test_other_templates_cache_reuse_and_layout(tiny_assets, template):
+    engine = ChatEngine(tiny_with_template(template))
     cached, rerun = engine.new_conversation(photo()), engine.new_conversation(photo())
     for q in QUESTIONS[:2]:
         engine.ask(cached, q, DecodingConfig(**GREEDY))
@@ -274,13 +287,13 @@ def test_generation_stops_at_the_template_stop_string_however_it_is_tokenized(mo
         "It looks like a plaque"
 
 
-def test_eos_ends_the_reply(model):
+def test_eos_ends_the_reply(tiny_assets):
+    model = tiny_with_template("llama2_chat")
     tok = model.tokenizer
     llm = ScriptedLlama(model.llm.config).eval()
     llm.load_state_dict(model.llm.state_dict())
     llm.script = tok("Acne", add_special_tokens=False).input_ids + [tok.eos_token_id, 5, 6]
-    engine = ChatEngine(ModelView(model, llm=llm, embed_tokens=lambda ids: llm.get_input_embeddings()(ids)),
-                        template="llama2_chat")
+    engine = ChatEngine(ModelView(model, llm=llm))
     conv = engine.new_conversation(photo())
     assert engine.ask(conv, "Q?", DecodingConfig(do_sample=False, max_new_tokens=40)) == "Acne"
     assert conv.last_turn.stopped_by == "eos"

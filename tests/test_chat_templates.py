@@ -1,9 +1,10 @@
-"""Chat templates: the exact prompt text of DESIGN §5, multi-turn rendering, stop strings and reply clean-up."""
+"""Chat templates: the exact prompt text of docs/prompts.md, multi-turn rendering, stop strings and reply clean-up."""
 import pytest
 
 from skingpt4.common.registry import chat_templates
+from skingpt4.prompting.templates import split_at_image
 
-DESIGN_SYSTEM = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I "
+VICUNA_SYSTEM_TEXT = ("Give the following image: <Img>ImageContent</Img>. You will be able to see the image once I "
                  "provide it to you. Please answer my questions.")
 Q1 = "Could you describe the skin disease in this image for me?"
 
@@ -17,7 +18,7 @@ def test_registered_names():
 def test_vicuna_first_turn_matches_design():
     template = chat_templates.get("vicuna_v0")
     assert template.render([], Q1) == (
-        DESIGN_SYSTEM + "###Human: <Img><ImageHere></Img> " + Q1 + "###Assistant:")
+        VICUNA_SYSTEM_TEXT + "###Human: <Img><ImageHere></Img> " + Q1 + "###Assistant:")
     assert template.stop_strings == ("###",)
 
 
@@ -25,17 +26,17 @@ def test_vicuna_multi_turn_matches_original_demo():
     # MiniGPT-4 / SkinGPT-4 Conversation.get_prompt: system + "###" + "Human: msg###Assistant: reply###" ...
     template = chat_templates.get("vicuna_v0")
     text = template.render([(Q1, "It looks like eczema."), ("Why?", "Because of the scale.")], "Treatment?")
-    assert text == (DESIGN_SYSTEM + "###Human: <Img><ImageHere></Img> " + Q1 + "###Assistant: It looks like eczema."
+    assert text == (VICUNA_SYSTEM_TEXT + "###Human: <Img><ImageHere></Img> " + Q1 + "###Assistant: It looks like eczema."
                     "###Human: Why?###Assistant: Because of the scale.###Human: Treatment?###Assistant:")
 
 
 def test_split_at_image():
     template = chat_templates.get("vicuna_v0")
-    before, after = template.split_at_image(template.render([], "Q?"))
-    assert before == DESIGN_SYSTEM + "###Human: <Img>"
+    before, after = split_at_image(template.render([], "Q?"))
+    assert before == VICUNA_SYSTEM_TEXT + "###Human: <Img>"
     assert after == "</Img> Q?###Assistant:"
     with pytest.raises(ValueError, match="exactly once, found 2"):
-        template.split_at_image("<ImageHere> <ImageHere>")
+        split_at_image("<ImageHere> <ImageHere>")
 
 
 def test_image_goes_with_the_first_kept_question():

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader
 from data_prep.make_synthetic import make_synthetic
 from data_prep.write_shards import write_shards
 from skingpt4.common.config import ConfigError
+from skingpt4.common.config import load_config
 from skingpt4.datasets import build_datasets, collate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def test_build_datasets_gives_name_dataset_ratio(synthetic):
 @pytest.mark.parametrize("config", ["tiny_step1.yaml", "tiny_step2.yaml"])
 def test_tiny_train_configs_find_the_synthetic_sets(synthetic, config, monkeypatch):
     """The train configs point at data/synthetic/prepared/...: the layout make_synthetic writes."""
-    cfg = OmegaConf.load(REPO / "train_configs" / config)
+    cfg = load_config(REPO / "train_configs" / config)  # merged over its base layers
     monkeypatch.chdir(synthetic.parents[1])
     built = build_datasets(cfg.datasets)
     assert built and all(len(dataset) > 0 for _, dataset, _ in built)

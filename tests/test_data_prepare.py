@@ -170,7 +170,7 @@ def test_preparing_twice_is_byte_identical(raw, tmp_path):
 
 
 # ---------------------------------------------------------------- Dermnet
-DESIGN_MAPPING = {  # DESIGN §7, written out independently of data_prep/dermnet_mapping.json
+PAPER_MAPPING = {  # docs/datasets.md, written out independently of skingpt4/common/classes.json
     "Acne and rosacea": ["Acne and Rosacea Photos"],
     "Malignant lesions": ["Actinic Keratosis Basal Cell Carcinoma and other Malignant Lesions"],
     "Dermatitis": ["Atopic Dermatitis Photos", "Eczema Photos", "Exanthems and Drug Eruptions",
@@ -195,8 +195,8 @@ AMBIGUOUS = {"Systemic Disease", "Vasculitis Photos", "Warts Molluscum and other
 
 def test_mapping_file_matches_the_paper():
     mapping = load_mapping()
-    assert {folder: label for label, folders in DESIGN_MAPPING.items() for folder in folders} == mapping["folders"]
-    assert list(mapping["classes"]) == list(DESIGN_MAPPING) and len(mapping["folders"]) == 23
+    assert {folder: label for label, folders in PAPER_MAPPING.items() for folder in folders} == mapping["folders"]
+    assert list(mapping["classes"]) == list(PAPER_MAPPING) and len(mapping["folders"]) == 23
     assert set(mapping["ambiguous"]) == AMBIGUOUS
 
 
@@ -219,21 +219,24 @@ def test_dermnet_unknown_folder_is_reported_never_guessed(raw, tmp_path):
     shutil.copytree(raw / "dermnet", root)
     (root / "train" / "Eczema Photos").rename(root / "train" / "Eczema Pictures")
     with pytest.raises(PrepareError, match=r"1 Dermnet folder\(s\) not in the mapping .*: 'Eczema Pictures' "
-                                           r"\(close to 'Eczema Photos'\)\. Add them to 'folders'"):
+                                           r"\(close to 'Eczema Photos'\)\. Add them to a class's 'dermnet_folders'"):
         prepare_dermnet(root, "train", tmp_path / "a", **QUIET)
     report = prepare_dermnet(root, "train", tmp_path / "b", skip_unknown=True, **QUIET)
     assert report["skipped"]["unknown_folder"]["count"] == 2
     # a user-edited copy of the mapping places it
     mapping = json.loads(DEFAULT_MAPPING.read_text())
-    mapping["folders"]["Eczema Pictures"] = "Dermatitis"
-    mapping["folders"]["Systemic Disease"] = None  # and drops another folder
+    by_name = {c["name"]: c for c in mapping["classes"]}
+    by_name["Dermatitis"]["dermnet_folders"].append("Eczema Pictures")
+    mapping["unplaced_dermnet_folders"].remove("Systemic Disease")  # and drops another folder
+    mapping["dropped_dermnet_folders"] = ["Systemic Disease"]
     (tmp_path / "mine.json").write_text(json.dumps(mapping))
     report = prepare_dermnet(root, "train", tmp_path / "c", mapping_path=tmp_path / "mine.json", **QUIET)
     assert report["skipped"]["dropped_by_mapping"]["count"] == 2
     assert {r["label"] for r in records(tmp_path / "c") if r["folder"] == "Eczema Pictures"} == {"Dermatitis"}
-    mapping["folders"]["Eczema Pictures"] = "Eczema"
+    by_name["Psoriasis and lichen planus"]["dermnet_folders"].append("Eczema Pictures")
     (tmp_path / "bad.json").write_text(json.dumps(mapping))
-    with pytest.raises(PrepareError, match=r"folder 'Eczema Pictures' maps to 'Eczema', which is not in 'classes'"):
+    with pytest.raises(PrepareError, match=r"folder 'Eczema Pictures' is placed in two classes \(Dermatitis, "
+                                           r"Psoriasis and lichen planus\)"):
         prepare_dermnet(root, "train", tmp_path / "d", mapping_path=tmp_path / "bad.json", **QUIET)
 
 

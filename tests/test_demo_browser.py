@@ -1,10 +1,14 @@
 """The demo in a real browser (Debian chromium driven by playwright, headless): `python demo.py` with the tiny
 model on CPU, on a free loopback port. One scenario, because starting the server takes most of the time."""
+import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -57,6 +61,60 @@ def demo_server(subprocess_env, tmp_path):
             proc.wait()
 
 
+def crafted_photo_event(url: str, path: str) -> dict:
+    """POST a photo-upload event that names `path` (never uploaded: '/etc/passwd', '../x') straight to the
+    queue, as a crafted client would, and return the completion message."""
+    config = json.load(urllib.request.urlopen(url + "config", timeout=10))
+    photo = next(c["id"] for c in config["components"] if c.get("props", {}).get("elem_id") == "photo")
+    dep = next(d for d in config["dependencies"] if [photo, "input"] in [list(t) for t in d["targets"]])
+    session = uuid.uuid4().hex[:10]
+    body = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, None], "fn_index": dep["id"],
+            "trigger_id": photo, "session_hash": session, "event_data": None}
+    urllib.request.urlopen(urllib.request.Request(url + "gradio_api/queue/join", data=json.dumps(body).encode(),
+                                                  headers={"Content-Type": "application/json"}), timeout=10)
+    with urllib.request.urlopen(url + f"gradio_api/queue/data?session_hash={session}", timeout=30) as stream:
+        for line in stream:
+            if line.startswith(b"data:") and json.loads(line[5:]).get("msg") == "process_completed":
+                return json.loads(line[5:])
+    raise AssertionError("no process_completed message")
+
+
+def box(page, selector: str) -> dict:
+    return page.locator(selector).bounding_box()
+
+
+def check_phone_layout(browser, url: str, image: Path, screens: Path) -> Path:
+    """At 390 px (a phone) the chat comes first and the status line, where errors appear, sits right under the
+    question box, on the first screen: an error after Send is seen without scrolling."""
+    from playwright.sync_api import expect
+
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1).new_page()
+    phone.goto(url)
+    expect(phone.locator("#status")).to_contain_text("Model ready", timeout=30_000)
+    phone.fill("#question textarea", QUESTION)
+    phone.click("#send")
+    expect(phone.locator("#status")).to_contain_text("Please upload a photo of the skin first")
+    status, send, question = box(phone, "#status"), box(phone, "#send"), box(phone, "#question")
+    assert 0 <= status["y"] and status["y"] + status["height"] <= 844, f"the error is off screen: {status}"
+    assert question["y"] < send["y"] < status["y"] < send["y"] + send["height"] + 60  # right under the input
+    chat, photo = box(phone, "#chat"), box(phone, "#photo")
+    order = sorted(["#chat", "#question", "#status", "#photo", "#guideline", "#restart"],
+                   key=lambda sel: box(phone, sel)["y"])
+    assert order == ["#chat", "#question", "#status", "#photo", "#guideline", "#restart"], order
+    assert chat["y"] < 844 / 2 and photo["y"] > status["y"]
+    phone.locator("#photo input[type=file]").set_input_files(str(image))
+    expect(phone.locator("#status")).to_contain_text("Photo received", timeout=30_000)
+    phone.click("#send")
+    expect(phone.locator("#status")).to_contain_text("Done.", timeout=60_000)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390  # nothing sticks out sideways
+    phone.evaluate("window.scrollTo(0, 0)")
+    shot = screens / "phone_390.png"
+    phone.screenshot(path=str(shot))  # the first screen, as the phone shows it
+    phone.screenshot(path=str(screens / "phone_390_full.png"), full_page=True)
+    phone.context.close()
+    return shot
+
+
 def files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
@@ -96,6 +154,14 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
             expect(first.locator("#disclaimer")).to_contain_text("emergency")
             expect(first.locator("#guideline")).to_contain_text("One lesion per photo")
             expect(first.locator("#status")).to_contain_text("Model ready", timeout=60_000)
+            # which model answers, and that it is the tiny random one
+            expect(first.locator("#model-info")).to_contain_text("Model: tiny (llm) · checkpoint projection.pth · "
+                                                                 "projection ")
+            expect(first.locator("#model-info")).to_contain_text("tiny synthetic-world model — not medical")
+            expect(first.locator("#top-p")).to_contain_text("Top-p")
+            # on the desktop the chat's title sits above the box, not over the first message
+            title, chat = box(first, "#chat-title"), box(first, "#chat")
+            assert title["y"] + title["height"] <= chat["y"] + 1
 
             # upload, ask, watch the answer stream in
             first.locator("#photo input[type=file]").set_input_files(str(image))
@@ -111,9 +177,18 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
             assert len(set(shown)) >= 3, f"the answer did not arrive in pieces: {shown}"
             assert shown[-1] == answer and answer.strip()
             expect(first.locator('#chat [data-testid="user"]')).to_contain_text(QUESTION)
+            # the photo's differential: the three likeliest classes with probabilities, under the disclaimer
+            differential = first.locator("#differential")
+            expect(differential).to_contain_text("Differential", timeout=30_000)
+            expect(differential).to_contain_text("3. ")
+            assert "%" in differential.inner_text() and "not calibrated" in differential.inner_text()
+            expect(differential).to_contain_text("see a dermatologist")  # uncalibrated, near uniform: it abstains
+            assert box(first, "#disclaimer")["y"] < box(first, "#differential")["y"]
             screenshot = tmp_path / "screens" / "chat.png"
             first.screenshot(path=str(screenshot), full_page=True)
             assert screenshot.stat().st_size > 10_000
+            bubble = box(first, '#chat [data-testid="user"]')
+            assert bubble["y"] >= title["y"] + title["height"]  # the top message is not covered
             assert any(p.name == image.name for p in files_under(cache))  # the upload sits in Gradio's cache
 
             # a second browser (another user) sees nothing of the first conversation
@@ -138,10 +213,25 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
             first.click("#restart")
             expect(first.locator('#chat [data-testid="user"]')).to_have_count(0)
             expect(first.locator("#status")).to_contain_text("Upload a photo")
+            expect(first.locator("#differential")).not_to_contain_text("Differential")  # gone with the photo
             deadline = time.monotonic() + 10
             while any(p.name == image.name for p in files_under(cache)) and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert not any(p.name == image.name for p in files_under(cache))
+
+            # a phone (390 px): chat first, errors next to the input; the screenshot is kept for a look
+            phone_shot = check_phone_layout(browser, url, image, tmp_path / "screens")
+            assert phone_shot.stat().st_size > 10_000
+            if os.environ.get("SKINGPT4_SCREENSHOTS"):
+                for png in (tmp_path / "screens").glob("*.png"):
+                    shutil.copy(png, Path(os.environ["SKINGPT4_SCREENSHOTS"]) / png.name)
+
+            # a crafted event naming a file outside Gradio's cache gets a clear error, not {"error": null}
+            for path in ("/etc/passwd", "../../../etc/passwd"):
+                done = crafted_photo_event(url, path)
+                assert done["success"] is False
+                assert done["output"]["error"] == ("That file was not uploaded through this page, so it cannot be "
+                                                   "used. Please upload the photo again.")
 
             # upload again, then end both sessions by closing the tabs: nothing uploaded stays on disk
             first.locator("#photo input[type=file]").set_input_files(str(image))
@@ -158,3 +248,5 @@ def test_demo_in_a_real_browser(demo_server, tmp_path):
     assert outside == [], f"the page reached outside the machine: {outside}"
     server_log = log_file.read_text()
     assert QUESTION not in server_log and answer.strip()[:20] not in server_log  # no chat logging
+    assert "InvalidPathError" not in server_log and "Cannot move" not in server_log  # no traceback for those
+    assert server_log.count("refused a request naming a file that was not uploaded through this page") == 2

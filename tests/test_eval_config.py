@@ -32,7 +32,7 @@ def test_defaults_are_the_papers_protocol():
     ({"decoding": {"seed": 3}}, "evaluation.decoding.seed must stay unset: set evaluation.seed"),
     ({"batch_size": 0}, "evaluation.batch_size must be >= 1, got 0"),
     ({"ablation": {"task": "clinical"}}, "evaluation.ablation.task=clinical: choose metrics or consistency"),
-    ({"template": "vicuna"}, "unknown evaluation.template 'vicuna'; did you mean 'vicuna_v0'?"),
+    ({"template": "vicuna_v0"}, "unknown key 'evaluation.template'"),  # the model's variant names the template
 ])
 def test_bad_settings_are_named(section, message):
     with pytest.raises(ConfigError) as err:
@@ -40,12 +40,12 @@ def test_bad_settings_are_named(section, message):
     assert message in str(err.value)
 
 
-def test_chat_configs_run_section_supplies_template_and_decoding():
+def test_chat_configs_run_section_supplies_decoding():
     cfg = load_config(REPO_ROOT / "eval_configs" / "evaluate_tiny.yaml")
     assert evaluation_config(cfg.evaluation, cfg.get("run")).decoding.max_new_tokens == 64
-    run = OmegaConf.create({"template": "llama2_chat", "decoding": {"do_sample": False, "max_new_tokens": 7, "seed": 5}})
+    run = OmegaConf.create({"decoding": {"do_sample": False, "max_new_tokens": 7, "seed": 5}})
     ev = evaluation_config(OmegaConf.create({"decoding": {"max_new_tokens": 9}}), run)
-    assert ev.template == "llama2_chat" and ev.decoding.do_sample is False and ev.decoding.seed is None
+    assert ev.decoding.do_sample is False and ev.decoding.seed is None
     assert ev.decoding.max_new_tokens == 9  # the evaluation section wins
 
 

@@ -14,8 +14,9 @@ from skingpt4.chat import ChatEngine
 from skingpt4.common.config import ConfigError
 from skingpt4.evaluation import tasks
 from skingpt4.evaluation.questionnaire import STATEMENTS
-from skingpt4.evaluation.records import sha256_json
-from skingpt4.models.checkpoints import CheckpointError
+from skingpt4.common.fingerprint import sha256_json
+from skingpt4.models.checkpoints import save_checkpoint, CheckpointError
+from skingpt4.prompting.clinical import CLINICAL_LABELS
 
 FAST = {"do_sample": True, "max_new_tokens": 6}
 
@@ -48,7 +49,7 @@ def engine(tiny_model):
 
 
 def context(engine, out, **evaluation) -> tasks.EvalContext:
-    cfg = OmegaConf.create({"model": {"model_type": "tiny"}, "evaluation": {"decoding": FAST, **evaluation}})
+    cfg = OmegaConf.create({"model": {"variant": "tiny"}, "evaluation": {"decoding": FAST, **evaluation}})
     out.mkdir(parents=True, exist_ok=True)
     return tasks.EvalContext(cfg, out, chat=engine)
 
@@ -147,15 +148,24 @@ def test_metrics_by_skin_type_and_concept_recall(engine, dermnet_test, tmp_path)
     rows = ["case_id,image,label,skin_type,concepts"]
     for i, folder in enumerate(folders):
         image = next(folder.glob("*.jpg"))
-        rows.append(f"c{i},{image},{folder.name},{'I' if i % 2 else 'VI'},Erythema;Scale")
+        rows.append(f"c{i},{image},{folder.name},{['VI', 'I', 'V-VI', 'I-II'][i]},Erythema;Scale")
     table = tmp_path / "cases.csv"
     table.write_text("\n".join(rows) + "\n")
     ctx = context(engine, tmp_path / "out", cases=str(table))
     summary = tasks.metrics(ctx)
     assert summary["diagnosis"]["n"] == 4 and summary["concepts"]["images"] == 4
-    assert [r["group"] for r in read_csv(ctx.out / "by_skin_type.csv")] == ["I", "VI"]
+    # Fitzpatrick types and DDI skin-tone bands are two scales: two tables, never one
+    assert [r["group"] for r in read_csv(ctx.out / "by_fitzpatrick_type.csv")] == ["I", "VI"]
+    assert [r["group"] for r in read_csv(ctx.out / "by_ddi_skin_tone.csv")] == ["I-II", "V-VI"]
+    assert not (ctx.out / "by_skin_type.csv").exists()
+    assert list(summary["diagnosis"]["by_skin_type"]) == ["fitzpatrick", "ddi"]
     predictions = read_csv(ctx.out / "predictions.csv")
     assert [p["label"] for p in predictions][:2] == ["Acne and rosacea", "Malignant lesions"]
+    # free text and differential side by side: every case has a top-1, the disagreements are listed
+    side = summary["diagnosis"]["free_text_vs_differential"]
+    assert side["n"] == 4 and all(p["differential_top1"] for p in predictions)
+    differ = [p for p in predictions if p["differential_top1"] != p["predicted"]]
+    assert side["disagreements"] == len(differ) == len(read_csv(ctx.out / "disagreements.csv"))
     metrics = json.loads((ctx.out / "metrics.json").read_text())
     assert sum(map(sum, metrics["confusion"]["counts"])) == 4
     assert (ctx.out / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
@@ -167,6 +177,9 @@ def test_response_time_one_case_at_a_time(engine, dermnet_test, tmp_path):
     summary = tasks.response_time(ctx)
     rows = read_csv(tmp_path / "latency.csv")
     assert len(rows) == 3 * 4 and summary["seconds"]["all answers"]["n"] == 12
+    # each prompt is named (as on the demo's buttons), not "prompt 1-4"
+    assert [summary["seconds"][name]["n"] for name in CLINICAL_LABELS] == [3, 3, 3, 3]
+    assert [r["prompt_name"] for r in rows[:4]] == list(CLINICAL_LABELS)
     assert summary["seconds"]["whole case"]["n"] == 3
     assert (tmp_path / "latency.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -174,20 +187,25 @@ def test_response_time_one_case_at_a_time(engine, dermnet_test, tmp_path):
 def test_ablation_table_over_two_checkpoints(tiny_assets, dermnet_test, tmp_path):
     import torch
 
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
-    model = SkinGPT4.from_config({"model_type": "tiny"})  # own model: the ablation swaps its projection
+    model = build_model({"variant": "tiny"})  # own model: the ablation swaps its projection
     paths = {}
     for name, seed in (("step1_only", 1), ("two_step", 2)):
         torch.manual_seed(seed)
         torch.nn.init.normal_(model.llama_proj.weight)
-        paths[name] = str(model.save_checkpoint(tmp_path / f"{name}.pth"))
+        paths[name] = str(save_checkpoint(tmp_path / f"{name}.pth", model.trainable_state_dict()))
     ctx = context(ChatEngine(model), tmp_path / "out", cases=str(dermnet_test), limit=3,
                   ablation={"checkpoints": paths})
     summary = tasks.ablation(ctx)
     rows = read_csv(ctx.out / "ablation.csv")
     assert [r["checkpoint"] for r in rows] == ["step1_only", "two_step"]
     assert rows[0]["projection_sha256"] != rows[1]["projection_sha256"]
+    assert len(rows[0]["projection_sha256"]) == 64  # the whole SHA-256 in the CSV
+    # the metrics task measures no consistency, and these cases carry no SKINCON concepts: said, not left empty
+    assert rows[0]["consistency_ratio"] == rows[0]["concept_micro_recall"] == "not measured"
+    assert rows[0]["accuracy"] not in ("", "not measured")
+    assert summary["not_measured"] == ["concept_micro_recall", "consistency_ratio"]
     assert summary["rows"][0]["path"] == paths["step1_only"]
     record = json.loads((ctx.out / "two_step" / "summary.json").read_text())
     assert record["checkpoint"] == paths["two_step"] and len(record["checkpoint_sha256"]) == 64

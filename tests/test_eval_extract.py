@@ -18,7 +18,7 @@ def extractor():
 def test_data_file_has_the_papers_15_classes_plus_others(extractor):
     assert len(extractor.classes) == 16 and extractor.classes[-1] == "Others"
     assert extractor.classes[0] == "Acne and rosacea" and MEL in extractor.classes
-    # every Dermnet folder of DESIGN section 7 is placed, or listed as not placeable
+    # every Dermnet folder of docs/datasets.md is placed, or listed as not placeable
     assert len(extractor.dermnet_folders) + len(extractor.unplaced_dermnet_folders) == 23
     assert extractor.label_for_folder("Lupus and other Connective Tissue diseases") == "Connective tissue diseases"
     assert extractor.label_for_folder("Vasculitis Photos") == "Others"
@@ -100,9 +100,11 @@ def test_concepts_with_negation():
 
 
 def test_agrees_with_the_dermnet_preparation_mapping(extractor):
-    """data_prep/dermnet_mapping.json (the datasets part) places folders and writes the step-2 training captions:
+    """The preparation's view of the one class table places folders and writes the step-2 training captions:
     the extractor must place every folder the same way and read every caption back to its class."""
-    mapping = json.loads((REPO_ROOT / "data_prep" / "dermnet_mapping.json").read_text())
+    from data_prep.prepare_dermnet import load_mapping
+
+    mapping = load_mapping()
     for folder, label in mapping["folders"].items():
         assert extractor.label_for_folder(folder) == label, folder
     for label, phrase in mapping["classes"].items():

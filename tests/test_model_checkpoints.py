@@ -3,8 +3,8 @@ outputs; our saved checkpoint reloads bit-exactly and is in the original `{"mode
 import pytest
 import torch
 
-from skingpt4.models import SkinGPT4
-from skingpt4.models.checkpoints import read_checkpoint
+from skingpt4.models import build_model
+from skingpt4.models.checkpoints import save_checkpoint, read_checkpoint
 
 IMAGES = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 
@@ -12,7 +12,7 @@ IMAGES = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
 @pytest.fixture(scope="module")
 def reference(tiny_assets):
     torch.manual_seed(0)
-    model = SkinGPT4.from_config({"model_type": "tiny"})
+    model = build_model({"variant": "tiny"})
     with torch.no_grad():
         model.llama_proj.weight.normal_(0, 0.1)
         model.llama_proj.bias.normal_(0, 0.1)
@@ -20,11 +20,11 @@ def reference(tiny_assets):
 
 
 def test_saved_checkpoint_is_original_format_and_reloads_bit_exactly(reference, tmp_path):
-    path = reference.save_checkpoint(tmp_path / "ckpt.pth", epoch=3)
+    path = save_checkpoint(tmp_path / "ckpt.pth", reference.trainable_state_dict(), epoch=3)
     saved = torch.load(path, weights_only=True)
     assert set(saved) == {"model", "epoch"} and saved["epoch"] == 3
     assert set(saved["model"]) == {"llama_proj.weight", "llama_proj.bias"}  # trainable parameters only
-    reloaded = SkinGPT4.from_config({"model_type": "tiny", "ckpt": str(path)})
+    reloaded = build_model({"variant": "tiny", "ckpt": str(path)})
     for name, value in reference.trainable_state_dict().items():
         assert torch.equal(reloaded.trainable_state_dict()[name], value)
     assert torch.equal(reloaded.encode_image(IMAGES), reference.encode_image(IMAGES))
@@ -40,7 +40,7 @@ def test_projection_under_every_known_name(reference, tmp_path, prefix):
              "Qformer.bert.embeddings.position_ids": torch.arange(8)[None]}
     torch.save({"model": state, "optimizer": {}, "config": {"model": {"arch": "mini_gpt4"}}, "scaler": None,
                 "epoch": 4}, tmp_path / "minigpt4.pth")
-    model = SkinGPT4.from_config({"model_type": "tiny", "ckpt": str(tmp_path / "minigpt4.pth")})
+    model = build_model({"variant": "tiny", "ckpt": str(tmp_path / "minigpt4.pth")})
     assert torch.equal(model.encode_image(IMAGES), reference.encode_image(IMAGES))
     report = [r for r in model.load_reports if "projection" in r.what][0]
     assert report.loaded == ["bias", "weight"] and len(report.ignored) == 2
@@ -52,7 +52,7 @@ def test_lavis_form_with_visual_encoder_inside(reference, tiny_assets, tmp_path)
     eva = read_checkpoint(tiny_assets / "eva_vit_g.pth")
     combined = {**blip2, **{f"visual_encoder.{k}": v for k, v in eva.items()}}
     torch.save({"model": combined}, tmp_path / "blip2_with_vit.pth")
-    model = SkinGPT4.from_config({"model_type": "tiny", "vit_model": None,
+    model = build_model({"variant": "tiny", "vit_model": None,
                                   "q_former_model": str(tmp_path / "blip2_with_vit.pth")})
     assert torch.equal(model.encode_queries(IMAGES), reference.encode_queries(IMAGES))
 

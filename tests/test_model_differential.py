@@ -5,7 +5,7 @@ import torch
 from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig,
                           LlamaConfig)
 
-from skingpt4.models import SkinGPT4
+from skingpt4.models import build_model
 from skingpt4.models.eva_vit import build_eva_vit, hf_vision_to_ours, ours_to_hf_vision
 from skingpt4.models.qformer import build_qformer, lavis_to_ours, ours_to_lavis
 from skingpt4.models.tiny import TINY_QFORMER, TINY_VISION
@@ -99,7 +99,7 @@ def test_skingpt4_loads_hf_snapshot_and_matches(tiny_assets, tmp_path):
     gives the same queries as transformers."""
     hf = hf_blip2(seed=3)
     hf.save_pretrained(tmp_path / "blip2")
-    model = SkinGPT4.from_config({"model_type": "tiny", "vit_model": None, "q_former_model": None,
+    model = build_model({"variant": "tiny", "vit_model": None, "q_former_model": None,
                                   "blip2_hf_dir": str(tmp_path / "blip2")})
     images = torch.randn(2, 3, 224, 224)
     diff = model.encode_queries(images) - hf_queries(hf, images)

@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from skingpt4.common.config import ConfigError
-from skingpt4.models import SkinGPT4
+from skingpt4.models import build_model
 from skingpt4.models.checkpoints import CheckpointError
 
 
 def build(**overrides):
-    return SkinGPT4.from_config({"model_type": "tiny", **overrides})
+    return build_model({"variant": "tiny", **overrides})
 
 
 def test_missing_llm_path_names_the_key(tiny_assets):
@@ -31,7 +31,7 @@ def test_missing_vit_and_qformer_paths_name_the_key(tiny_assets):
 def test_wrong_size_projection(tiny_assets, tmp_path):
     torch.save({"model": {"llama_proj.weight": torch.zeros(4096, 64), "llama_proj.bias": torch.zeros(4096)}},
                tmp_path / "7b.pth")
-    with pytest.raises(CheckpointError, match=r"checkpoint projects to 4096 \(a 7B LLM\) but llm_model has hidden "
+    with pytest.raises(CheckpointError, match=r"checkpoint projects to 4096 \(variant vicuna_7b\) but llm_model has hidden "
                                               r"size 64"):
         build(ckpt=str(tmp_path / "7b.pth"))
 
@@ -65,7 +65,8 @@ def test_architecture_mismatch_names_key_and_shapes(tiny_assets):
 
 def test_unpicklable_file_is_refused_not_executed(tiny_assets, tmp_path):
     torch.save({"model": {"llama_proj.weight": torch.zeros(1)}, "obj": socket.AF_INET}, tmp_path / "pickled.pth")
-    with pytest.raises(CheckpointError, match=r"could not read checkpoint .*torch .pth file holding only tensors"):
+    with pytest.raises(CheckpointError, match=r"^config key 'model.ckpt': checkpoint '.*pickled.pth' was refused: it "
+                                              r"asks to import and call 'socket.AddressFamily'.* not a safe checkpoint"):
         build(ckpt=str(tmp_path / "pickled.pth"))
 
 
@@ -82,8 +83,8 @@ def test_precision_and_quantization_need_cuda(tiny_assets):
         build(llm_precision="fp16")
     with pytest.raises(ConfigError, match=r"model.llm_quantization=4bit needs a CUDA GPU \(bitsandbytes\)"):
         build(llm_quantization="4bit")
-    with pytest.raises(ConfigError, match=r"unknown model.model_type 'tinny'; did you mean 'tiny'"):
-        SkinGPT4.from_config({"model_type": "tinny"})
+    with pytest.raises(ConfigError, match=r"unknown model.variant 'tinny'; did you mean 'tiny'"):
+        build_model({"variant": "tinny"})
 
 
 def test_bf16_on_cpu_runs(tiny_assets):

@@ -1,18 +1,18 @@
-"""Embedding layout and label masking (DESIGN §5); training only the projector lowers the loss and leaves every
+"""Embedding layout and label masking (docs/prompts.md), the original's training text byte for byte; training only the projector lowers the loss and leaves every
 frozen parameter unchanged."""
 import torch
 
-from skingpt4.models import SkinGPT4
-from skingpt4.models.skin_gpt4 import IGNORE_INDEX
+from skingpt4.models import build_model
+from skingpt4.prompting import IGNORE_INDEX
 
-PROMPT = "###Human: <Img><ImageHere></Img> What's wrong with my skin? ###Assistant: "
+LINE = "<Img><ImageHere></Img> What's wrong with my skin?"   # a step-2 prompt line; vicuna_v0 wraps it
 
 
 def test_layout_and_labels(tiny_model):
     m, tok = tiny_model, tiny_model.tokenizer
     answers = ["Psoriasis and lichen planus.", "This lesion shows erythema, plaque and scale, and more text."]
     image_embeds = m.encode_image(torch.zeros(2, 3, 224, 224))
-    batch = m.build_inputs(image_embeds, [PROMPT, PROMPT], answers)
+    batch = m.build_inputs(image_embeds, [m.layout((), LINE, answer=a, style="train") for a in answers])
     before = tok("###Human: <Img>", add_special_tokens=False).input_ids
     after = tok("</Img> What's wrong with my skin? ###Assistant: ", add_special_tokens=False).input_ids
     for i, answer in enumerate(answers):
@@ -37,14 +37,15 @@ def test_layout_and_labels(tiny_model):
 
 
 def test_answer_truncated_at_max_txt_len(tiny_assets):
-    m = SkinGPT4.from_config({"model_type": "tiny", "max_txt_len": 5})
-    batch = m.build_inputs(m.encode_image(torch.zeros(1, 3, 224, 224)), [PROMPT], ["word " * 50])
+    m = build_model({"variant": "tiny", "max_txt_len": 5})
+    batch = m.build_inputs(m.encode_image(torch.zeros(1, 3, 224, 224)),
+                           [m.layout((), LINE, answer="word " * 50, style="train")])
     assert int((batch["labels"] != IGNORE_INDEX).sum()) == 5
 
 
 def test_projector_training_lowers_loss_and_only_projector_changes(tiny_assets):
     torch.manual_seed(0)
-    model = SkinGPT4.from_config({"model_type": "tiny", "prompt_path": "prompts/step1.txt"})
+    model = build_model({"variant": "tiny"})
     model.train()
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["llama_proj.weight", "llama_proj.bias"]
     assert not model.llm.training and not model.visual_encoder.training and not model.qformer.training

@@ -7,47 +7,37 @@ import random
 import pytest
 
 from skingpt4.models.tiny_corpus import Corpus
-from skingpt4.models.tiny_llm import Tokenized
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
-def test_corpus_layouts_are_the_models_and_the_engines(tiny_model):
-    """A training dialogue has SkinGPT4.build_inputs' tokens; a chat dialogue the chat engine's prompt + reply."""
-    import torch
+def test_corpus_layouts_are_the_models(tiny_model):
+    """A training dialogue has the tokens SkinGPT4.forward builds, a chat dialogue those of the chat engine's prompt
+    and reply (both `model.layout`); every position after the image is trained."""
+    from skingpt4.prompting import IMAGE_SLOT
 
-    from skingpt4.chat import ChatEngine
-    from skingpt4.chat.engine import IMAGE_SLOT
-
-    corpus, tokens = Corpus(), Tokenized(tiny_model.tokenizer)
-    rng = random.Random(0)
+    corpus, rng = Corpus(), random.Random(0)
     question, answer = corpus.step2_prompts[0], corpus.class_sentence("Herpes", rng)
     dialogue = corpus.training("step2", question, answer, ("class:Herpes",))
-    prompt = tiny_model.prompt_template.format(f"<Img><ImageHere></Img> {question}")
-    assert (dialogue.before, dialogue.after[0]) == tuple(prompt.split("<ImageHere>"))  # the same segments
-    built = tiny_model.build_inputs(torch.zeros(1, 32, tiny_model.llm.config.hidden_size), [prompt], [answer])
-    labels = built["labels"][0]
-    assert labels[labels != -100].tolist() == tokens(dialogue.after[1])  # the answer + end_sym tokens
+    tokens, start = corpus.tokens(dialogue, tiny_model.tokenizer, 32)
+    assert tokens == tiny_model.layout((), f"<Img><ImageHere></Img> {question}", answer=answer, style="train").tokens
+    assert tokens[start - 32:start] == [IMAGE_SLOT] * 32 and IMAGE_SLOT not in tokens[start:]
 
-    engine = ChatEngine(tiny_model)
     turns = list(zip(CLINICAL_PROMPTS, corpus.clinical_answers("Herpes", "dots", rng)))
     dialogue = corpus.chat("clinical", turns, ("class:Herpes",))
-    before, after = tokens.layout(dialogue)
-    prompt = engine._prompt_tokens(turns[:-1], turns[-1][0], 32)
-    cut = prompt.index(IMAGE_SLOT)
-    assert before == prompt[:cut] and after[:len(prompt) - cut - 32] == prompt[cut + 32:]
-    reply = tiny_model.tokenizer.decode(after[len(prompt) - cut - 32:])
-    assert reply.strip() == turns[-1][1] + "###"
+    tokens, start = corpus.tokens(dialogue, tiny_model.tokenizer, 32)
+    assert tokens == tiny_model.layout(turns[:-1], turns[-1][0], answer=turns[-1][1], style="chat").tokens
+    trained = tiny_model.tokenizer.decode(tokens[start:])
+    assert all(reply in trained for _, reply in turns)  # all four replies carry a loss
 
 
 def test_blind_dialogues_train_only_what_follows_the_first_reply(tiny_model):
-    corpus, tokens = Corpus(), Tokenized(tiny_model.tokenizer)
+    corpus = Corpus()
     turns = list(zip(CLINICAL_PROMPTS, corpus.clinical_answers("Dermatitis", "rings", random.Random(1))))
     dialogue = corpus.chat("clinical", turns, ("class:Dermatitis",), blind=True)
-    skip = tokens.unscored(dialogue)
-    _, after = tokens.layout(dialogue)
-    trained = tiny_model.tokenizer.decode(after[skip:])
+    tokens, start = corpus.tokens(dialogue, tiny_model.tokenizer, 32)
+    trained = tiny_model.tokenizer.decode(tokens[start:])
     # tokens wholly inside the first reply carry no loss (its final "." may share a piece with "###")
     assert trained.lstrip(".").startswith("###Human: ") and turns[0][1] not in trained and turns[1][1] in trained
 
@@ -91,12 +81,13 @@ def test_a_trained_projection_diagnoses_held_out_images_and_needs_them(small_wor
     from skingpt4.evaluation import tasks
     from skingpt4.evaluation.image_control import image_control
     from skingpt4.evaluation.learning import _context
+    from skingpt4.models.loading import load_projection
 
     data, checkpoint = small_world
     cases = data / "cases" / "dermnet_test.csv"
     ctx = _context(tmp_path / "untrained", cases, tiny_assets)
     untrained = tasks.metrics(ctx)["diagnosis"]
-    ctx.engine.model.load_projection(str(checkpoint))
+    load_projection(ctx.engine.model, str(checkpoint))
     trained_ctx = _context(tmp_path / "trained", cases, tiny_assets, chat=ctx.engine)
     trained = tasks.metrics(trained_ctx)["diagnosis"]
     chance = 1 / 16

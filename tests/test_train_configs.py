@@ -1,5 +1,6 @@
-"""Every file in train_configs/ passes the run, model and dataset schemas; the full-size ones carry the paper's
-settings; each step-2 config starts from its step-1 config's checkpoint; the ablations are what they say."""
+"""Every recipe in train_configs/ passes the run, model and dataset schemas, for every LLM variant; the full-size
+ones carry the paper's settings; step 2 starts from step 1's checkpoint; the ablations are overrides that do
+what they say (docs/training.md)."""
 from pathlib import Path
 
 import pytest
@@ -7,54 +8,79 @@ from omegaconf import OmegaConf
 
 from skingpt4.common import registry
 from skingpt4.common.config import apply_schema, load_config
-from skingpt4.models.skin_gpt4 import model_config
+from skingpt4.models.build import model_config
+from skingpt4.models.variant_files import variant_files
 from skingpt4.runners import build_run_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "train_configs").glob("*.yaml"))
-FULL = [p for p in CONFIGS if not p.name.startswith("tiny_")]
-LLMS = {"llama2_13bchat": "llama2_13b_chat", "vicuna13b": "vicuna_13b", "vicuna7b": "vicuna_7b"}
+FOLDER = Path(__file__).resolve().parents[1] / "train_configs"
+RECIPES = ("step1", "step2", "tiny_step1", "tiny_step2",     # the runnable configs
+           "step2_lora", "step2_qlora", "step2_fsdp", "tiny_step2_lora",  # LoRA, QLoRA, sharded (docs/scaling.md)
+           "step1_fast", "step2_fast")                       # the cached-feature fast path (docs/performance.md)
+LAYERS = ("paper_schedule", "tiny", "fast")                   # shared layers (no data of their own)
+REAL_VARIANTS = ("llama2_13b_chat", "vicuna_13b", "vicuna_7b")
 
 
 def test_the_expected_set_of_configs_exists():
-    variants = ("step1", "step2", "ablation_step1_only", "ablation_step2_only")
-    expected = {f"skingpt4_{llm}_{v}.yaml" for llm in LLMS for v in variants} | {f"tiny_{v}.yaml" for v in variants}
-    assert {p.name for p in CONFIGS} == expected
+    assert {p.stem for p in FOLDER.glob("*.yaml")} == set(RECIPES) | set(LAYERS)
+    assert {"tiny", "tiny_llama3", *REAL_VARIANTS} <= set(variant_files())
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_config_passes_every_schema(path):
-    cfg = load_config(path)
+@pytest.mark.parametrize("name,variant", [(name, None) for name in RECIPES]
+                         + [(name, v) for name in ("step1", "step2") for v in REAL_VARIANTS])
+def test_config_passes_every_schema(name, variant):
+    cfg = load_config(FOLDER / f"{name}.yaml", [f"model.variant={variant}"] if variant else [])
     build_run_config(cfg.run)
-    model_config(cfg.model)
-    for name, block in cfg.datasets.items():
-        builder = registry.datasets.get(block.get("builder") or name)
-        apply_schema(block, builder.Config, where=f"datasets.{name}")
+    model = model_config(cfg.model)
+    assert model.variant == (variant or ("tiny" if name.startswith("tiny") else "llama2_13b_chat"))
+    for block_name, block in cfg.datasets.items():
+        builder = registry.datasets.get(block.get("builder") or block_name)
+        apply_schema(block, builder.Config, where=f"datasets.{block_name}")
 
 
-@pytest.mark.parametrize("path", FULL, ids=lambda p: p.name)
-def test_full_configs_carry_the_paper_settings(path):
-    cfg = load_config(path)
+@pytest.mark.parametrize("variant", REAL_VARIANTS)
+@pytest.mark.parametrize("name", ("step1", "step2"))
+def test_full_configs_carry_the_paper_settings(name, variant):
+    cfg = load_config(FOLDER / f"{name}.yaml", [f"model.variant={variant}"])
     run = build_run_config(cfg.run)
     assert (run.max_epoch, run.iters_per_epoch, run.warmup_steps, run.init_lr) == (20, 5000, 5000, 1e-4)
     assert (run.min_lr, run.warmup_lr, run.weight_decay, run.batch_size_train) == (8e-5, 1e-6, 0.05, 2)
-    assert run.lr_sched == "linear_warmup_cosine_lr" and cfg.model.max_txt_len == 160
-    llm = next(key for key in LLMS if path.stem.startswith(f"skingpt4_{key}_"))
-    assert cfg.model.model_type == LLMS[llm]
-    assert cfg.model.prompt_template == "###Human: {} ###Assistant: " and cfg.model.end_sym == "###"
+    model = model_config(cfg.model)
+    assert run.lr_sched == "linear_warmup_cosine_lr" and model.max_txt_len == 160
+    template = registry.chat_templates.get(model.template)  # the released weights' format (docs/prompts.md)
+    assert template.train_prompt == "###Human: {} ###Assistant: " and template.end_sym == "###"
+    assert run.output_dir == f"output/{variant}_{name}"
 
 
-@pytest.mark.parametrize("prefix", [f"skingpt4_{llm}" for llm in LLMS] + ["tiny"])
+@pytest.mark.parametrize("prefix", ["", "tiny_"])
 def test_steps_and_ablations_fit_together(prefix):
-    load = {v: load_config(Path(CONFIGS[0].parent, f"{prefix}_{v}.yaml"))
-            for v in ("step1", "step2", "ablation_step1_only", "ablation_step2_only")}
-    step1_ckpt = f"{load['step1'].run.output_dir}/checkpoint_last.pth"
-    assert load["step2"].model.ckpt == step1_ckpt
-    assert set(load["step1"].datasets) == set(load["ablation_step1_only"].datasets) == {"skincon_concepts"}
-    assert set(load["step2"].datasets) == set(load["ablation_step2_only"].datasets) == {"dermnet", "skin_notes"}
-    assert load["ablation_step2_only"].model.ckpt is None
-    assert load["step1"].model.prompt_path == "prompts/step1.txt"
-    assert load["step2"].model.prompt_path == "prompts/step2.txt"
-    outputs = [c.run.output_dir for c in load.values()]
-    assert len(set(outputs)) == 4  # no two recipes write into the same directory
+    step1 = load_config(FOLDER / f"{prefix}step1.yaml")
+    step2 = load_config(FOLDER / f"{prefix}step2.yaml")
+    # the documented ablation commands (docs/training.md): overrides, not copied files
+    step1_only = load_config(FOLDER / f"{prefix}step1.yaml", ["run.output_dir=output/step1_only"])
+    step2_only = load_config(FOLDER / f"{prefix}step2.yaml", ["model.ckpt=null", "run.output_dir=output/step2_only"])
+    assert step2.model.ckpt == f"{step1.run.output_dir}/checkpoint_last.pth"
+    assert set(step1.datasets) == set(step1_only.datasets) == {"skincon_concepts"}
+    assert set(step2.datasets) == set(step2_only.datasets) == {"dermnet", "skin_notes"}
+    assert step2_only.model.ckpt is None
+    assert step1.run.prompt_path == "prompts/step1.txt" and step2.run.prompt_path == "prompts/step2.txt"
+    assert len({c.run.output_dir for c in (step1, step2, step1_only, step2_only)}) == 4
     same_run = lambda c: OmegaConf.to_container(c.run) | {"output_dir": None}  # noqa: E731
-    assert same_run(load["step1"]) == same_run(load["ablation_step1_only"])
+    assert same_run(step1) == same_run(step1_only)
+    assert same_run(step1) | {"prompt_path": None} == same_run(step2) | {"prompt_path": None}  # one schedule
+
+
+@pytest.mark.parametrize("step", ("step1", "step2"))
+def test_fast_path_is_the_paper_recipe_with_the_speed_settings(step):
+    """step<N>_fast = step<N> + cached features (eval transform), bf16, packed batches (docs/performance.md)."""
+    plain, fast = load_config(FOLDER / f"{step}.yaml"), load_config(FOLDER / f"{step}_fast.yaml")
+    run = build_run_config(fast.run)
+    assert run.cache_frozen_features and run.pack_sequences and run.precision == "bf16"
+    assert model_config(fast.model).llm_precision == "bf16"
+    assert {name: block.vis_processor.name for name, block in fast.datasets.items()} == {
+        name: "blip2_image_eval" for name in plain.datasets}
+    speed = {"precision", "cache_frozen_features", "pack_sequences", "pack_max_tokens", "optimizer_impl",
+             "output_dir"}
+    assert {k: v for k, v in fast.run.items() if k not in speed} == {k: v for k, v in plain.run.items()
+                                                                        if k not in speed}
+    if step == "step2":
+        assert fast.model.ckpt == "output/llama2_13b_chat_step1_fast/checkpoint_last.pth"

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 import train as train_script
 from skingpt4.common.config import load_config
-from skingpt4.runners.checkpoint import load_checkpoint
+from skingpt4.models.checkpoints import read_checkpoint as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 STEP1 = str(REPO / "train_configs" / "tiny_step1.yaml")
@@ -34,7 +34,7 @@ def assert_same(a, b, atol):
 def test_two_gloo_processes_match_one_process(data, tmp_path, subprocess_env):
     # One caption for all: every sample has the same number of answer tokens, so the mean of per-process
     # token means (what DDP averages, as the original) equals the mean over the global batch.
-    cfg = OmegaConf.load(STEP1)
+    cfg = load_config(STEP1)  # merged over its base layers
     cfg.datasets = {"pairs": {"builder": "image_text_pairs", "storage": str(data / "same_caption")}}
     cfg_path = tmp_path / "pairs.yaml"
     OmegaConf.save(cfg, cfg_path)

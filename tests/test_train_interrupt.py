@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from skingpt4.runners.checkpoint import load_checkpoint
+from skingpt4.models.checkpoints import read_checkpoint as load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 STEP1 = str(REPO / "train_configs" / "tiny_step1.yaml")

@@ -13,7 +13,7 @@ from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
 from skingpt4.runners import Source, build_run_config
 from skingpt4.models.checkpoints import save_checkpoint
-from skingpt4.runners.checkpoint import load_checkpoint
+from skingpt4.models.checkpoints import read_checkpoint as load_checkpoint
 from skingpt4.runners.data import BatchPlan, PlannedItems, as_sources
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.optim import build_optimizer
@@ -100,10 +100,11 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     path = tmp_path / "broken.pth"
     save_checkpoint(path, {"w": torch.ones(1000)})
     path.write_bytes(path.read_bytes()[:200])
-    with pytest.raises(ValueError, match="could not read checkpoint .*broken.pth.*is it a complete .pth file"):
-        load_checkpoint(path)
+    with pytest.raises(ConfigError, match="config key 'run.resume_ckpt_path': checkpoint '.*broken.pth' is damaged or "
+                                          "cut short"):
+        load_checkpoint(path, "run.resume_ckpt_path")
     with pytest.raises(ConfigError, match="config key 'run.resume_ckpt_path': no such checkpoint file"):
-        load_checkpoint(tmp_path / "absent.pth")
+        load_checkpoint(tmp_path / "absent.pth", "run.resume_ckpt_path")
 
 
 class Numbers(Dataset):
@@ -168,13 +169,15 @@ def run(**kwargs):
 
 
 @pytest.mark.parametrize("settings, message", [
-    ({"init_lr": -1e-4}, "run.init_lr must be >= 0, got -0.0001"),
+    ({"init_lr": -1e-4}, "run.init_lr must be > 0, got -0.0001"),
+    ({"init_lr": 0}, r"run.init_lr must be > 0, got 0.0"),
+    ({"warmup_lr": -1}, r"run.warmup_lr must be >= 0, got -1"),
     ({"min_lr": 2e-4}, r"run.min_lr \(0.0002\) must not exceed run.init_lr \(0.0001\)"),
     ({"lr_sched": "cosine"}, "run.lr_sched: unknown LR schedule 'cosine' valid choices: linear_warmup_cosine_lr, "
                                 "linear_warmup_step_lr"),
     ({"batch_size_train": 0}, "run.batch_size_train must be >= 1, got 0"),
     ({"precision": "fp8"}, "run.precision must be one of fp32, bf16, fp16, got 'fp8'"),
-    ({"task": "captioning"}, "run.task: unknown task 'captioning'"),
+    ({"task": "captioning"}, "unknown key 'run.task'"),  # one recipe: no task layer to choose
     ({"iters_per_epok": 3}, "unknown key 'run.iters_per_epok' .did you mean 'iters_per_epoch'.."),
     ({"output_dir": "skingpt4/runs"}, "run.output_dir 'skingpt4/runs' is inside the skingpt4 package"),
 ])

@@ -37,11 +37,16 @@ def test_stopped_run_resumes_to_the_same_weights(data, tmp_path):
 
 
 def test_killed_process_resumes_to_the_same_weights(data, tmp_path, kill_train_after_checkpoint):
-    killed_at = kill_train_after_checkpoint(STEP1, options(data, tmp_path / "killed", iters_per_epoch=16, save_freq=1),
+    run = dict(iters_per_epoch=16, log_freq=3)
+    killed_at = kill_train_after_checkpoint(STEP1, options(data, tmp_path / "killed", save_freq=1, **run),
                                             tmp_path / "killed", min_step=2)
     assert 2 <= killed_at < 16
     last = tmp_path / "killed" / "checkpoint_last.pth"
-    resumed, _ = train(data, tmp_path / "killed", iters_per_epoch=16, save_freq=1, resume_ckpt_path=str(last))
-    straight, _ = train(data, tmp_path / "straight", iters_per_epoch=16)
+    resumed, _ = train(data, tmp_path / "killed", save_freq=1, resume_ckpt_path=str(last), **run)
+    straight, _ = train(data, tmp_path / "straight", **run)
     assert resumed.step == 16
     assert_same(projection(straight.checkpoint), projection(resumed.checkpoint))
+    # the window of steps since the last record survived the kill in the checkpoint: the same log
+    logged = {name: [{k: r[k] for k in ("step", "loss", "lr", "grad_norm")} for r in map(
+        json.loads, (tmp_path / name / "metrics.jsonl").read_text().splitlines())] for name in ("killed", "straight")}
+    assert logged["killed"] == logged["straight"]

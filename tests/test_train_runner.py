@@ -14,17 +14,20 @@ from torch.utils.data import Dataset
 from skingpt4.common.config import ConfigError
 from skingpt4.datasets import collate
 from skingpt4.runners import DistInfo, Runner, Source, build_run_config
-from skingpt4.runners.checkpoint import load_checkpoint
+from skingpt4.models.checkpoints import read_checkpoint as load_checkpoint
+from skingpt4.models.trainable import TrainableSet
 
 
-class FrozenEncoderProjector(nn.Module):
+class FrozenEncoderProjector(TrainableSet, nn.Module):
+    TRAINABLE_PREFIXES = ("proj.", "norm.")
+
     def __init__(self):
         super().__init__()
         torch.manual_seed(0)
         self.encoder = nn.Linear(8, 8)
-        self.encoder.requires_grad_(False)
         self.proj = nn.Linear(8, 4)
         self.norm = nn.LayerNorm(4)
+        self.apply_trainable_set()
 
     def forward(self, samples):
         pred = self.norm(self.proj(torch.tanh(self.encoder(samples["x"]))))
@@ -54,8 +57,6 @@ class ToyTask:
         self.calls = 0
         self.interrupt_at = interrupt_at
 
-    collate = staticmethod(collate)
-
     def train_step(self, model, batch):
         self.calls += 1
         if self.calls == self.interrupt_at:
@@ -77,7 +78,8 @@ def run_cfg(out, **overrides):
 def train(out, task=None, dataset=None, **overrides):
     model = FrozenEncoderProjector()
     sources = [Source("toy", dataset or Regression(), 1.0)]
-    runner = Runner(run_cfg(out, **overrides), task or ToyTask(), model, sources, {"run": {"note": "toy"}}, CPU)
+    runner = Runner(run_cfg(out, **overrides), (task or ToyTask()).train_step, collate, model, sources,
+                    {"run": {"note": "toy"}}, CPU)
     return runner.train(), model
 
 
@@ -139,9 +141,12 @@ def test_stopped_run_resumes_to_the_same_weights(tmp_path):
     resumed, model = train(tmp_path / "split", resume_ckpt_path=str(stopped.checkpoint))
     assert resumed.status == "finished" and resumed.step == 20
     assert_same_weights(trainable(straight), trainable(model))
-    steps = [json.loads(line)["step"] for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
-    # Records of the stopped run (2, 4, 6, 7), then the resumed run's from step 8 on; no repeats.
-    assert steps == [2, 4, 6, 7] + list(range(8, 21, 2))
+    records = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+               for run in ("straight", "split")}
+    # The stop's partial record at step 7 was replaced by the resumed run's record of steps 7-8: the log is the
+    # uninterrupted run's, record for record, without repeats.
+    assert [r["step"] for r in records["split"]] == list(range(2, 21, 2))
+    assert [r["loss"] for r in records["split"]] == [r["loss"] for r in records["straight"]]
 
 
 def test_ctrl_c_saves_then_resume_matches(tmp_path):

@@ -19,10 +19,10 @@ def data(train_data, tiny_assets) -> Path:
 
 
 def test_loss_falls_and_only_the_projection_changes(data, tmp_path):
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
     torch.manual_seed(42)  # train.py seeds with run.seed before building the model
-    fresh = SkinGPT4.from_config({"model_type": "tiny", "prompt_path": "prompts/step1.txt"}).state_dict()
+    fresh = build_model({"variant": "tiny"}).state_dict()
     result, model = train(data, tmp_path / "run", iters_per_epoch=40, log_freq=10)
     trained = model.state_dict()
     changed = sorted(k for k in fresh if not torch.equal(fresh[k], trained[k]))
@@ -59,7 +59,10 @@ def test_step2_starts_from_the_step1_checkpoint(data, tmp_path):
 
 
 @pytest.mark.parametrize("bad, message", [
-    (["run.init_lr=-1e-4"], "config error: run.init_lr must be >= 0, got -0.0001"),
+    (["run.init_lr=-1e-4"], "config error: run.init_lr must be > 0, got -0.0001\n"),
+    (["run.init_lr=0"], "config error: run.init_lr must be > 0, got 0.0\n"),  # one rule, one message
+    (["run.batch_size_train=abc"], "config error: bad value for 'run.batch_size_train': Value 'abc' of type 'str' "
+                                   "could not be converted to Integer\n"),  # one line, no OmegaConf details
     (["run.lr_sched=cosine"], "config error: run.lr_sched: unknown LR schedule 'cosine' valid choices: "
                               "linear_warmup_cosine_lr, linear_warmup_step_lr"),
     (["datasets.skincon_concepts.storage=/nonexistent/skincon"],
@@ -72,5 +75,6 @@ def test_bad_settings_fail_before_training(bad, message, data, tmp_path, capsys)
     out = tmp_path / "run"
     argv = ["--cfg-path", STEP1, "--options", *options(data, out), *bad]
     assert train_script.main(argv) == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err  # one line, no traceback
     assert not out.exists()  # nothing was trained or written

@@ -13,7 +13,7 @@ import train as train_script
 from data_prep.write_shards import write_shards
 from skingpt4.common.config import ConfigError, load_config
 from skingpt4.datasets import build_datasets, collate
-from skingpt4.runners.checkpoint import load_checkpoint
+from skingpt4.models.checkpoints import read_checkpoint as load_checkpoint
 from skingpt4.runners.data import BatchPlan, as_sources, build_train_loader
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +99,7 @@ def test_a_loader_started_at_step_k_continues_the_stream_exactly(train_data, sha
 @pytest.fixture
 def shard_config(train_data, shards, tiny_assets, tmp_path) -> Path:
     """tiny_step1.yaml on a mix of the skincon folder (ratio 1) and the skincon shards (ratio 2)."""
-    cfg = OmegaConf.load(STEP1)
+    cfg = load_config(STEP1)  # merged over its base layers
     cfg.datasets = {"folder": {"builder": "image_text_pairs", "storage": str(train_data / "skincon")},
                     "shards": shard_block(shards, sample_ratio=2)}
     path = tmp_path / "streams.yaml"
@@ -125,13 +125,13 @@ def assert_same_projection(a_path, b_path):
 
 
 def test_tiny_skingpt4_trains_on_shards_and_only_the_projection_changes(shard_config, tmp_path):
-    from skingpt4.models import SkinGPT4
+    from skingpt4.models import build_model
 
     cfg = OmegaConf.load(shard_config)
     cfg.datasets = {"shards": cfg.datasets.shards}
     OmegaConf.save(cfg, shard_config)
     torch.manual_seed(42)  # train.py seeds with run.seed before building the model
-    fresh = SkinGPT4.from_config({"model_type": "tiny", "prompt_path": "prompts/step1.txt"}).state_dict()
+    fresh = build_model({"variant": "tiny"}).state_dict()
     result, model = train(shard_config, tmp_path / "run")
     trained = model.state_dict()
     assert sorted(k for k in fresh if not torch.equal(fresh[k], trained[k])) == ["llama_proj.bias",
@@ -200,7 +200,7 @@ def test_skipped_images_are_reported_by_reason(kind, train_data, tiny_assets, tm
     else:
         write_shards(folder, tmp_path / "shards", maxcount=2)
         block = shard_block(tmp_path / "shards")
-    cfg = OmegaConf.load(STEP1)
+    cfg = load_config(STEP1)  # merged over its base layers
     cfg.datasets = {"skincon": block}
     OmegaConf.save(cfg, tmp_path / "cfg.yaml")
     # 4 steps x batch 4 = one pass over the 16 samples, read in-process (no read-ahead): exactly 4 truncated.

@@ -1,7 +1,8 @@
 """From an eval config to a ready `ChatEngine` (shared by the CLI and the demo).
 
-An eval config has a `model:` section (built by the registered model named in `model.arch`) and an optional
-`run:` section validated against `ChatRunConfig`; every key is documented in docs/inference.md.
+An eval config has a `model:` section (built by `skingpt4.models.build_model`; its variant names the chat
+template) and an optional `run:` section validated against `ChatRunConfig`; every key is documented in
+docs/inference.md.
 """
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatEngine
-from skingpt4.common import registry
+from skingpt4.chat.static_cache import KV_CACHES
 from skingpt4.common.config import ConfigError, apply_schema, load_config
+from skingpt4.preflight import check_config_paths
 
 
 @dataclass
 class ChatRunConfig:
-    template: str = "vicuna_v0"          # chat template (registry.chat_templates)
     max_question_chars: int = 4000       # longer messages are refused with a message
+    kv_cache: str = "dynamic"            # dynamic | static (preallocated buffers; docs/performance.md)
+    compile_decoding: bool = False       # torch.compile the decoding step (needs kv_cache: static)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
 
@@ -37,16 +40,19 @@ def read_chat_config(cfg_path: str | os.PathLike, options: Iterable[str] = (),
         run = OmegaConf.to_object(run)  # runs DecodingConfig's own checks
     except ValueError as err:
         raise ConfigError(f"run.decoding: {err}") from None
-    if run.template not in registry.chat_templates:
-        raise ConfigError(registry.unknown_choice_message("run.template", run.template,
-                                                          registry.chat_templates.names()))
     if run.max_question_chars < 1:
         raise ConfigError(f"run.max_question_chars must be >= 1, got {run.max_question_chars}")
+    if run.kv_cache not in KV_CACHES:
+        raise ConfigError(f"run.kv_cache={run.kv_cache}: choose one of {', '.join(KV_CACHES)}")
+    if run.compile_decoding and run.kv_cache != "static":
+        raise ConfigError("run.compile_decoding=true needs run.kv_cache=static (choices: dynamic, static)")
+    check_config_paths(cfg, "chat")  # every wrong path at once, before the model (minutes for a 13B LLM) loads
     return cfg, run
 
 
 def build_engine(cfg: DictConfig, run: ChatRunConfig) -> ChatEngine:
-    """Build the model named in `model.arch` (weights from the local paths in the config) and its engine."""
-    model_cls = registry.models.get(cfg.model.get("arch", "skin_gpt4"))
-    return ChatEngine(model_cls.from_config(cfg.model), template=run.template,
-                      max_question_chars=run.max_question_chars)
+    """Build the model (weights from the local paths in the config) and its engine."""
+    from skingpt4.models.build import build_model
+
+    return ChatEngine(build_model(cfg.model), max_question_chars=run.max_question_chars, kv_cache=run.kv_cache,
+                      compile_decoding=run.compile_decoding)

@@ -1,4 +1,4 @@
-"""Chat about a skin photo in the terminal, or print the answers to the clinical questions (DESIGN §8).
+"""Chat about a skin photo in the terminal, or print the answers to the clinical questions (docs/inference.md).
 
     python -m skingpt4.chat --cfg-path eval_configs/skingpt4_tiny.yaml --image photo.jpg
     python -m skingpt4.chat --cfg-path eval_configs/skingpt4_tiny.yaml --image photo.jpg --clinical --format json
@@ -22,8 +22,11 @@ from PIL import Image
 
 from skingpt4.chat.build import ChatRunConfig, build_engine, read_chat_config
 from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.chat.differential import (ABSTAIN_MESSAGE, DEFAULT_ABSTAIN_BELOW, DifferentialScorer, calibration_path,
+                                        class_answers, read_calibration)
 from skingpt4.chat.engine import ChatEngine, ChatInputError, Conversation
 from skingpt4.chat.notices import DISCLAIMER
+from skingpt4.chat.provenance import provenance, seeded
 from skingpt4.common.config import ConfigError
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
@@ -42,23 +45,29 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                           help="ask this (repeatable: one conversation), print the answers and exit")
     parser.add_argument("--format", choices=("markdown", "json"), default="markdown",
                         help="output of --clinical / --ask (default markdown)")
-    decoding = parser.add_argument_group("decoding (default: run.decoding of the config)")
+    add_decoding_arguments(parser, "decoding (default: run.decoding of the config)")
+    parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config keys, e.g. model.template=llama2_chat model.ckpt=my.pth")
+    return parser.parse_args(argv)
+
+
+def add_decoding_arguments(parser: argparse.ArgumentParser, title: str, beams: bool = True) -> None:
+    decoding = parser.add_argument_group(title)
     decoding.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
-    decoding.add_argument("--num-beams", type=int, help="beam search with N beams (implies --greedy)")
+    if beams:
+        decoding.add_argument("--num-beams", type=int, help="beam search with N beams (implies --greedy)")
     decoding.add_argument("--temperature", type=float)
     decoding.add_argument("--top-p", type=float)
     decoding.add_argument("--max-new-tokens", type=int)
     decoding.add_argument("--seed", type=int, help="reproducible sampling")
-    parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. run.template=llama2_chat model.ckpt=my.pth")
-    return parser.parse_args(argv)
 
 
 def decoding_from_args(args: argparse.Namespace, run: ChatRunConfig) -> DecodingConfig:
     changes = {key: value for key, value in (("temperature", args.temperature), ("top_p", args.top_p),
                                               ("max_new_tokens", args.max_new_tokens), ("seed", args.seed),
-                                              ("num_beams", args.num_beams)) if value is not None}
-    if args.greedy or (args.num_beams or 1) > 1:
+                                              ("num_beams", getattr(args, "num_beams", None)))
+               if value is not None}
+    if args.greedy or (getattr(args, "num_beams", None) or 1) > 1:
         changes["do_sample"] = False
     try:
         return dataclasses.replace(run.decoding, **changes)  # validated again by DecodingConfig
@@ -78,13 +87,39 @@ def answer_questions(engine: ChatEngine, conv: Conversation, questions, decoding
     return answers
 
 
-def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str) -> str:
+def differential_for(engine: ChatEngine, conv: Conversation) -> dict:
+    """The calibrated differential of the conversation's image (docs/inference.md): every class with its
+    probability, and whether the model abstains. Uncalibrated (no calibration file next to model.ckpt): T = 1."""
+    model = engine.model
+    fitted = read_calibration(model.cfg.ckpt, model)
+    temperature = fitted["temperature"] if fitted else 1.0
+    abstain_below = fitted.get("abstain_below", DEFAULT_ABSTAIN_BELOW) if fitted else DEFAULT_ABSTAIN_BELOW
+    result = DifferentialScorer(model, class_answers()).differential(conv.image_embeds, temperature, abstain_below)
+    return {**result.as_json(), "abstain_below": abstain_below,
+            "calibration_file": str(calibration_path(model.cfg.ckpt)) if fitted else None,
+            "message": ABSTAIN_MESSAGE if result.abstained else None}
+
+
+def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str,
+                   differential: Optional[dict] = None, provenance: Optional[dict] = None) -> str:
+    """provenance: which model, config, checkpoint and image (their SHA-256), version and time; with the
+    recorded seed in `decoding`, enough to reproduce every answer."""
+    provenance = provenance or {}
     if fmt == "json":
         return json.dumps({"image": image, "template": template, "decoding": dataclasses.asdict(decoding),
-                           "disclaimer": DISCLAIMER, "answers": answers}, indent=2, ensure_ascii=False)
+                           **provenance, "disclaimer": DISCLAIMER, "answers": answers, **(differential or {})},
+                          indent=2, ensure_ascii=False)
     lines = [f"# SkinGPT-4 answers for `{image}`", "", f"> {DISCLAIMER}", ""]
+    if provenance:
+        seed = f", seed {decoding.seed}" if decoding.do_sample else ", greedy"
+        lines += [f"_Model {provenance['variant']}, projection {(provenance['projection_sha256'] or '?')[:12]}{seed}; "
+                  f"skingpt4 {provenance['skingpt4_version']}, {provenance['created_utc']}._", ""]
     for i, item in enumerate(answers, 1):
         lines += [f"## {i}. {item['question']}", "", item["answer"] or "_(no answer)_", ""]
+    if differential:
+        lines += ["## Differential (likelihood of each class's answer)", ""]
+        lines += [f"- {d['class']}: {100 * d['probability']:.1f}%" for d in differential["differential"][:3]]
+        lines += ["", f"**{differential['message']}**" if differential["abstained"] else "", ""]
     return "\n".join(lines)
 
 
@@ -151,9 +186,12 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextI
         image = load_image(args.image)  # before the model: loading a 13B LLM takes minutes
         engine = build_engine(cfg, run)
         if args.clinical or args.ask:
+            decoding = seeded(decoding)  # a sampled answer always records its seed: rerun with --seed to repeat it
             conv = engine.new_conversation(image)
             answers = answer_questions(engine, conv, CLINICAL_PROMPTS if args.clinical else args.ask, decoding)
-            print(format_answers(answers, args.image, args.format, decoding, run.template), file=out)
+            record = provenance(engine.model, args.cfg_path, args.image, engine.template.name)
+            print(format_answers(answers, args.image, args.format, decoding, engine.template.name,
+                                 differential_for(engine, conv), record), file=out)
         else:
             interactive(engine, image, decoding, stdin, out)
     except (ConfigError, ChatInputError) as err:

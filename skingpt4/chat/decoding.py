@@ -1,4 +1,4 @@
-"""How replies are decoded: greedy, sampling or beam search, with limits (DESIGN §5)."""
+"""How replies are decoded: greedy, sampling or beam search, with limits (docs/prompts.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,9 +1,10 @@
-"""Multi-turn chat about one skin photo (DESIGN §5).
+"""Multi-turn chat about one skin photo (docs/inference.md).
 
-Per conversation the image is encoded once; every question re-renders the conversation with the chat
-template (exactly the text the original demo feeds the LLM), tokenizes it as
-[BOS | text before <ImageHere> | 32 image embeddings | text after] and generates the reply with
-transformers' `generate` (greedy, sampling or beam search).
+Per conversation the image is encoded once; every question re-renders the conversation with the model's chat
+template (exactly the text the original demo feeds the LLM), lays it out as
+[BOS | text before <ImageHere> | 32 image embeddings | text after] with the same layout function and embedding
+as training (`SkinGPT4.layout`, `SkinGPT4.embed`) and generates the reply with transformers' `generate`
+(greedy, sampling or beam search).
 
 KV-cache reuse: the conversation keeps the LLM's key/value cache together with the token list it holds
 (image positions marked `IMAGE_SLOT`). A new question's token list shares a long prefix with it -- everything
@@ -11,6 +12,10 @@ up to the previous reply, usually into it -- so the cache is cropped to that com
 is run. Turn N's prefill therefore costs about what turn 1's costs; the tokens are the same as re-running the
 history (tests/test_chat_engine.py checks both). `ask_batch` does the same for several conversations at once,
 their caches left-padded into one batch cache.
+
+Decoding speed options (docs/performance.md): `kv_cache="static"` runs generate on preallocated static buffers
+(chat/static_cache.py), which `compile_decoding=True` lets torch.compile (CUDA graphs on a GPU) replay; greedy
+tokens are the same. `streamer` (ask, ask_batch) receives the token ids as they are generated.
 
 Context length: prompt + `max_new_tokens` must fit `min(max_length, LLM context)`. When it does not, the
 oldest turns are left out until a quarter of that budget is free (never the image, which always goes with the
@@ -32,14 +37,12 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList, S
 from transformers.generation.streamers import BaseStreamer
 
 from skingpt4.chat.decoding import DecodingConfig
+from skingpt4.chat.static_cache import KV_CACHES, StaticBuffers
 from skingpt4.common import registry
 from skingpt4.common.images import ImageSource, load_image
-from skingpt4.prompting import IMAGE_PLACEHOLDER, ChatTemplate
-from skingpt4.prompting.tokenize import tokenize_segment
+from skingpt4.prompting import IMAGE_PLACEHOLDER, IMAGE_SLOT
 
 log = logging.getLogger("skingpt4.chat")
-
-IMAGE_SLOT = -1  # stands for an image embedding in a token list; never a real token id
 
 
 class ChatInputError(ValueError):
@@ -87,9 +90,16 @@ class _Turn:
 
 
 class ChatEngine:
-    def __init__(self, model, template: str | ChatTemplate = "vicuna_v0", max_question_chars: int = 4000):
+    def __init__(self, model, max_question_chars: int = 4000, kv_cache: str = "dynamic",
+                 compile_decoding: bool = False, compile_backend: str = "inductor"):
+        if kv_cache not in KV_CACHES:
+            raise ValueError(f"kv_cache={kv_cache!r}: choose one of {', '.join(KV_CACHES)}")
+        if compile_decoding and kv_cache != "static":
+            raise ValueError("compile_decoding needs kv_cache='static' (compiled steps need fixed shapes)")
         self.model = model
-        self.template = registry.chat_templates.get(template) if isinstance(template, str) else template
+        self.kv_cache = kv_cache
+        self._static = StaticBuffers(model.llm, compile_decoding, compile_backend) if kv_cache == "static" else None
+        self.template = model.template  # the variant's: the same format the model was trained on
         self.tokenizer = model.tokenizer
         self.max_question_chars = max_question_chars
         self.context_limit = model.llm.config.max_position_embeddings
@@ -117,9 +127,10 @@ class ChatEngine:
 
     # ----------------------------------------------------------------------------------- asking
     @torch.no_grad()
-    def ask(self, conv: Conversation, question: str, decoding: Optional[DecodingConfig] = None) -> str:
+    def ask(self, conv: Conversation, question: str, decoding: Optional[DecodingConfig] = None,
+            streamer: Optional[BaseStreamer] = None) -> str:
         turn = self._prepare(conv, question, decoding or DecodingConfig(), use_cache=True)
-        return self._finish(turn, self._generate(turn, conv.cache))
+        return self._finish(turn, self._generate(turn, conv.cache, streamer))
 
     def ask_stream(self, conv: Conversation, question: str,
                    decoding: Optional[DecodingConfig] = None) -> Iterator[str]:
@@ -162,7 +173,7 @@ class ChatEngine:
 
     @torch.no_grad()
     def ask_batch(self, convs: Sequence[Conversation], questions: Sequence[str],
-                  decoding: Optional[DecodingConfig] = None) -> list[str]:
+                  decoding: Optional[DecodingConfig] = None, streamer: Optional[BaseStreamer] = None) -> list[str]:
         """One question to each of several conversations in one left-padded batch (for evaluation).
 
         Each row reuses its conversation's KV cache: the caches are left-padded into one batch cache and only
@@ -187,7 +198,8 @@ class ChatEngine:
         if reuse:
             window = max(length - turn.reused for turn, length in zip(turns, lengths))
             cache = _left_padded_cache([t.conv.cache for t in turns], [n - window for n in lengths], width - window)
-        out = self._run_generate(embeds, mask, cache, decoding, min(t.max_new_tokens for t in turns), None, None)
+        out, cache = self._run_generate(embeds, mask, cache, decoding, min(t.max_new_tokens for t in turns),
+                                        streamer, None)
         replies = []
         for row, (turn, length, ids) in enumerate(zip(turns, lengths, out.tolist())):
             while ids and ids[-1] == self.tokenizer.pad_token_id:  # rows that finished early are padded
@@ -209,7 +221,7 @@ class ChatEngine:
         question = self._check_question(question)
         limit = min(decoding.max_length, self.context_limit)
         first_kept = conv.first_kept
-        tokens = self._prompt_tokens(conv.history[first_kept:], question, conv.image_embeds.shape[1])
+        tokens = self._prompt_tokens(conv.history[first_kept:], question)
         if len(tokens) + decoding.max_new_tokens > limit:
             # Leave out the oldest turns (the image moves to the first kept question) until a quarter of the
             # budget is free again: dropping just enough would change the prompt after the image, and so
@@ -217,7 +229,7 @@ class ChatEngine:
             target = limit - limit // 4
             while len(tokens) + decoding.max_new_tokens > target and first_kept < len(conv.history):
                 first_kept += 1
-                tokens = self._prompt_tokens(conv.history[first_kept:], question, conv.image_embeds.shape[1])
+                tokens = self._prompt_tokens(conv.history[first_kept:], question)
         if len(tokens) >= limit:
             raise ChatInputError(
                 f"The message is too long: with the image it takes {len(tokens)} tokens and the model can read "
@@ -248,21 +260,11 @@ class ChatEngine:
             raise ChatInputError(f"The message may not contain '{IMAGE_PLACEHOLDER}'.")
         return question
 
-    def _prompt_tokens(self, history: Sequence[tuple[str, str]], question: str, n_image: int) -> list[int]:
-        before, after = self.template.split_at_image(self.template.render(history, question))
-        return ([self.tokenizer.bos_token_id] + self._tokenize(before)
-                + [IMAGE_SLOT] * n_image + self._tokenize(after))
-
-    def _tokenize(self, text: str) -> list[int]:
-        return tokenize_segment(self.tokenizer, text)
+    def _prompt_tokens(self, history: Sequence[tuple[str, str]], question: str) -> list[int]:
+        return self.model.layout(history, question, style="chat").tokens
 
     def _embed(self, tokens: list[int], image_embeds: torch.Tensor) -> torch.Tensor:
-        start = tokens.index(IMAGE_SLOT)
-        end = start + image_embeds.shape[1]
-        device = self.model.device
-        before = self.model.embed_tokens(torch.tensor([tokens[:start]], device=device))
-        after = self.model.embed_tokens(torch.tensor([tokens[end:]], dtype=torch.long, device=device))
-        return torch.cat([before, image_embeds.to(before.dtype), after], dim=1)
+        return self.model.embed([tokens], image_embeds)[0]
 
     def _generate(self, turn: _Turn, cache: Optional[DynamicCache], streamer: Optional[BaseStreamer] = None,
                   cancel: Optional[threading.Event] = None) -> list[int]:
@@ -271,18 +273,29 @@ class ChatEngine:
             cache = copy.deepcopy(cache)
             cache.batch_repeat_interleave(turn.decoding.num_beams)
         mask = torch.ones(turn.embeds.shape[:2], dtype=torch.long, device=self.model.device)
-        out = self._run_generate(turn.embeds, mask, cache, turn.decoding, turn.max_new_tokens, streamer, cancel)
+        out, after = self._run_generate(turn.embeds, mask, cache, turn.decoding, turn.max_new_tokens, streamer,
+                                        cancel)
+        if turn.decoding.num_beams == 1 and turn.conv.cache is not None:
+            turn.conv.cache = after  # the conversation's cache now holds prompt + reply (static: copied back)
         return out[0].tolist()
 
     def _run_generate(self, embeds, mask, cache, decoding: DecodingConfig, max_new_tokens: int,
-                      streamer, cancel) -> torch.Tensor:
+                      streamer, cancel) -> tuple[torch.Tensor, Optional[DynamicCache]]:
+        """generate's output ids and the dynamic cache that holds the result (`cache` itself, extended in place,
+        unless the static buffers ran it)."""
         criteria = StoppingCriteriaList([c for c in (self._stop_strings, cancel and _Cancelled(cancel)) if c])
-        with _seeded(decoding.seed, self.model.device):
-            return self.model.llm.generate(
-                inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, use_cache=True,
-                max_new_tokens=max_new_tokens, eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id, stopping_criteria=criteria, streamer=streamer,
-                **decoding.generate_kwargs())
+        kwargs = dict(attention_mask=mask, use_cache=True, max_new_tokens=max_new_tokens,
+                      eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id,
+                      stopping_criteria=criteria, streamer=streamer, **decoding.generate_kwargs())
+        static = self._static is not None and cache is not None and decoding.num_beams == 1
+        with _seeded(decoding.seed, self.model.device), (self._static.lock if static else contextlib.nullcontext()):
+            if not static:
+                return self.model.llm.generate(inputs_embeds=embeds, past_key_values=cache, **kwargs), cache
+            capacity = min(decoding.max_length, self.context_limit)
+            buffers = self._static.load(cache, embeds.shape[0], capacity, embeds)
+            out = self.model.llm.generate(inputs_embeds=embeds, past_key_values=buffers,
+                                          **self._static.generate_kwargs(self.model.device), **kwargs)
+            return out, self._static.unload(buffers)
 
     def _finish(self, turn: _Turn, ids: list[int], cancelled: bool = False) -> str:
         conv = turn.conv
@@ -300,8 +313,8 @@ class ChatEngine:
         conv.history.append((turn.question, reply))
         conv.first_kept = turn.first_kept
         if conv.cache is not None and turn.decoding.num_beams == 1:
-            # generate extended the cache in place: prompt + all generated tokens but the last
-            conv.cached_tokens = (turn.tokens + ids)[:conv.cache.get_seq_length()]
+            # generate extended the cache: prompt + all generated tokens but the last
+            conv.cached_tokens = (turn.tokens + ids)[:int(conv.cache.get_seq_length())]
         conv.last_turn = TurnReport(prompt_tokens=len(turn.tokens), reused_tokens=turn.reused, new_tokens=len(ids),
                                     max_new_tokens=turn.max_new_tokens, dropped_turns=turn.first_kept,
                                     newly_dropped=newly_dropped, stopped_by=stopped_by,

@@ -1,4 +1,4 @@
-"""Texts every chat front end shows (DESIGN §9: the disclaimer is always visible)."""
+"""Texts every chat front end shows (docs/inference.md, Privacy: the disclaimer is always visible)."""
 
 DISCLAIMER = ("SkinGPT-4 is not a doctor. It is a research tool: its answers may be wrong and are no substitute "
               "for a qualified medical professional. Consult a doctor about any skin problem. In an emergency, "

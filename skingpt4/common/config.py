@@ -2,11 +2,14 @@
 schema (a dataclass) so that a typo is an error naming the key and the valid ones, never ignored.
 
 A config has up to four top-level sections:
-  model:    built by the registered model named in `model.arch`; its `model_type` picks a default YAML
-            that is merged *under* the user's block (the user's values win).
+  model:    built by `skingpt4.models.build_model`; its `variant` picks a variant YAML
+            (skingpt4/models/variants/) that is merged *under* the user's block (the user's values win).
   datasets: one block per registered dataset builder name.
-  run:      the task, runner, schedule and optimisation settings (training) or device/decoding (chat).
+  run:      the schedule and optimisation settings (training) or decoding (chat).
   evaluation: settings of the evaluation tasks.
+and optionally `base: other.yaml` or `base: [a.yaml, b.yaml]` (paths relative to this file): those configs are
+loaded first, merged in order, and this file is merged over them, so a recipe's variations are a few lines
+(train_configs/tiny_step1.yaml is step1.yaml + tiny.yaml + the synthetic data's paths).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 TOP_LEVEL_SECTIONS = ("model", "datasets", "run", "evaluation")
+BASE_KEY = "base"
 
 
 class ConfigError(ValueError):
@@ -28,18 +32,37 @@ class ConfigError(ValueError):
 
 
 def load_config(cfg_path: str | os.PathLike, options: Iterable[str] = ()) -> DictConfig:
-    path = Path(cfg_path)
+    cfg = OmegaConf.merge(_load_file(Path(cfg_path), chain=()), parse_options(options))
+    check_keys(cfg, TOP_LEVEL_SECTIONS, where="config")
+    try:  # interpolations across sections (run.output_dir: output/${model.variant}_step1) resolve here
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"config '{cfg_path}': could not resolve an interpolation: {err}") from None
+    return cfg
+
+
+def _load_file(path: Path, chain: tuple[Path, ...]) -> DictConfig:
+    """One YAML file merged over its `base:` (recursively)."""
     if not path.is_file():
-        raise ConfigError(f"config file not found: '{cfg_path}' (pass an existing YAML file to --cfg-path)")
+        what = f"the base of '{chain[-1]}'" if chain else "pass an existing YAML file to --cfg-path"
+        raise ConfigError(f"config file not found: '{path}' ({what})")
+    if path.resolve() in chain:
+        raise ConfigError(f"config '{path}': its base chain loops ({' -> '.join(str(p) for p in chain + (path,))})")
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # yaml.YAMLError and friends: say which file
-        raise ConfigError(f"could not parse YAML config '{cfg_path}': {err}") from err
+        raise ConfigError(f"could not parse YAML config '{path}': {err}") from err
     if not isinstance(cfg, DictConfig):
-        raise ConfigError(f"config '{cfg_path}' must be a mapping with sections {', '.join(TOP_LEVEL_SECTIONS)}")
-    cfg = OmegaConf.merge(cfg, parse_options(options))
-    check_keys(cfg, TOP_LEVEL_SECTIONS, where="config")
-    return cfg
+        raise ConfigError(f"config '{path}' must be a mapping with sections {', '.join(TOP_LEVEL_SECTIONS)}")
+    base = cfg.pop(BASE_KEY, None)
+    if base is None:
+        return cfg
+    bases = [base] if isinstance(base, str) else list(base) if isinstance(base, ListConfig) else None
+    if not bases or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"config '{path}': '{BASE_KEY}' must be the path of another YAML file (or a list of them, "
+                          f"merged in order), got {base!r}")
+    layers = [_load_file(path.parent / b, chain + (path.resolve(),)) for b in bases]
+    return OmegaConf.merge(*layers, cfg)
 
 
 def parse_options(options: Iterable[str]) -> DictConfig:
@@ -77,7 +100,9 @@ def apply_schema(section: Any, schema: Type, where: str, defaults: Any = None) -
         merged = OmegaConf.merge(OmegaConf.structured(schema), defaults or {}, section or {})
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise ConfigError(f"bad value for '{where}.{key}': {err.msg if hasattr(err, 'msg') else err}") from err
+        text = str(err.msg if getattr(err, "msg", None) else err)
+        # OmegaConf appends "full_key: ... / object_type=..." lines: the key is named already, keep one line
+        raise ConfigError(f"bad value for '{where}.{key}': {text.strip().splitlines()[0]}") from None
     return merged
 
 

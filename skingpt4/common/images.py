@@ -31,6 +31,25 @@ REASONS = ("missing", "empty", "not_an_image", "too_large", "truncated", "unread
 # 89.5 MP: Pillow's own warning threshold; a 12000x7000 dermatoscope scan still passes.
 DEFAULT_MAX_PIXELS = 89_478_485
 
+# Pillow formats that are not pictures load_image can decode on its own: external programs (EPS/PS need
+# Ghostscript, WMF/EMF Windows), identification-only stubs (MPEG, IPTC) and scientific containers (BUFR, GRIB, HDF5).
+_NOT_DECODABLE_HERE = {"EPS", "WMF", "MPEG", "BUFR", "GRIB", "HDF5", "IPTC"}
+
+
+def _image_suffixes() -> tuple[str, ...]:
+    Image.init()
+    return tuple(sorted(ext for ext, fmt in Image.registered_extensions().items()
+                        if fmt in Image.OPEN and fmt not in _NOT_DECODABLE_HERE))
+
+
+# File name endings of every format load_image reads (.jpg, .png, .gif, .bmp, .webp, .tif, ...): the one list
+# that data preparation, datasets and evaluation use to pick image files out of a folder.
+IMAGE_SUFFIXES = _image_suffixes()
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
 
 

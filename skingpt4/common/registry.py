@@ -1,10 +1,10 @@
-"""Name -> class/function registries, so that YAML can say which model, dataset, processor, task,
-runner, LR schedule or chat template to build.
+"""Name -> class/function registries, for the kinds where YAML has a real choice to make: dataset builders,
+processors, LR schedules and chat templates.
 
-Each kind has its own small `Registry` object, which names the package that defines its built-in entries
-(`skingpt4.models` for models, ...). Registration happens when that package is imported, and a registry imports
-it on its first look-up: so `registry.models.get("skin_gpt4")` works after importing only this module, and a
-command that needs no model (data preparation, say) never pays for importing torch and transformers.
+Each kind has its own small `Registry` object, which names the module that defines its built-in entries
+(`skingpt4.prompting` for chat templates, ...). Registration happens when that module is imported, and a registry
+imports it on its first look-up: so `registry.chat_templates.get("vicuna_v0")` works after importing only this
+module, and a command that needs no model (data preparation, say) never pays for importing torch and transformers.
 Looking up a name that is not registered is an error listing the valid names: nothing is guessed.
 """
 from __future__ import annotations
@@ -61,10 +61,7 @@ def unknown_choice_message(kind: str, name: str, choices: list[str]) -> str:
     return f"unknown {kind} '{name}'{hint} valid choices: {', '.join(choices) or '(none registered)'}"
 
 
-models = Registry("model", "skingpt4.models")
 processors = Registry("processor", "skingpt4.processors")
 datasets = Registry("dataset builder", "skingpt4.datasets")
-tasks = Registry("task", "skingpt4.tasks")
-runners = Registry("runner", "skingpt4.runners")
-lr_schedulers = Registry("LR schedule", "skingpt4.runners")
+lr_schedulers = Registry("LR schedule", "skingpt4.runners.lr_schedules")
 chat_templates = Registry("chat template", "skingpt4.prompting")

@@ -1,4 +1,4 @@
-"""Batching for the runner (docs/CONTRACTS.md, "Data samples")."""
+"""Batching for the runner (docs/architecture.md, "Data samples")."""
 from __future__ import annotations
 
 from typing import Any, Optional

@@ -17,12 +17,11 @@ from typing import Any, Callable, Optional, Sequence
 from torch.utils.data import Dataset
 
 from skingpt4.common.config import ConfigError
-from skingpt4.common.images import ImageError, load_image
+from skingpt4.common.images import IMAGE_SUFFIXES, ImageError, load_image
 from skingpt4.datasets.bad_images import BadSampleCounter
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 def read_annotations(path: Path) -> list[dict[str, Any]]:

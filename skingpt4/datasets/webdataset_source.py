@@ -61,6 +61,11 @@ class WebDatasetSource(IterableDataset):
         self.repeat = repeat
         self.seed = seed
         self.bad = BadSampleCounter(name)
+        # as the folder datasets announce their source: what this stream reads (its length is unknown)
+        first = urls[0] if urls else "-"
+        logger.info("dataset '%s': webdataset stream of %d shard(s) from '%s'%s (shuffle buffer %d, %s)", name,
+                    len(urls), first, f" ... '{urls[-1]}'" if len(urls) > 1 else "", shuffle_buffer,
+                    "repeating" if repeat else "one pass")
 
     def _tar_error(self, err: Exception) -> bool:
         self.bad.add("unreadable", f"webdataset error: {err}")

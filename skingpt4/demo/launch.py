@@ -1,6 +1,6 @@
 """`python demo.py --cfg-path eval_configs/X.yaml [--device cpu|cuda:N] [--port N] [--share] [--auth user:pass]`
 
-Private by default (DESIGN §9): the server listens on 127.0.0.1 only, makes no public link unless --share,
+Private by default (docs/inference.md, Privacy): the server listens on 127.0.0.1 only, makes no public link unless --share,
 sends no analytics, keeps no run history in the browser, and deletes uploaded photos when a session ends.
 """
 from __future__ import annotations
@@ -23,9 +23,23 @@ log = logging.getLogger("skingpt4.demo")
 
 # System fonts only: the default theme fetches Google Fonts, i.e. every page view would reach the internet.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-# the disclaimer stays on screen while the page scrolls
-CSS = ("#disclaimer {position: sticky; top: 0; z-index: 10; background: #fff4e5; padding: 0.4em 0.8em; "
-       "border-radius: 6px;}")
+# The disclaimer stays on screen while the page scrolls. On a narrow screen (a phone) the chat column comes
+# first, so the conversation and the status line under the question box (where errors appear) are on the
+# first screen; the photo, the guideline and the settings follow.
+CSS = """
+#disclaimer {position: sticky; top: 0; z-index: 10; background: #fff4e5; padding: 0.4em 0.8em; border-radius: 6px;}
+#status {min-height: 1.5em;}
+#model-info {font-size: 0.85em; opacity: 0.85;}
+#chat .message, #chat .message-content {overflow-wrap: anywhere;}
+@media (max-width: 768px) {
+  #main {flex-direction: column;}
+  #main > .column {min-width: 0 !important; width: 100%;}
+  #chat-column {order: -1;}
+  #title h1 {font-size: 1.3em; margin: 0;}
+  #disclaimer {font-size: 0.78em; padding: 0.3em 0.6em;}
+  #chat {height: 38vh !important; min-height: 240px;}
+}
+"""
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from typing import Callable, Optional
 
 from skingpt4.chat.engine import ChatEngine
+from skingpt4.chat.provenance import describe_model
+from skingpt4.models.identity import model_identity
+from skingpt4.common.config import ConfigError
 
 log = logging.getLogger("skingpt4.demo")
 
@@ -30,6 +34,7 @@ class ModelLoader:
         self._finished: Optional[float] = None
         self.engine: Optional[ChatEngine] = None
         self.error: Optional[str] = None
+        self.model_line: Optional[str] = None  # which model answers, for the page (once loaded)
 
     def start(self) -> "ModelLoader":
         self._started = time.monotonic()
@@ -40,11 +45,17 @@ class ModelLoader:
         package_log = logging.getLogger("skingpt4")
         package_log.addHandler(self._steps)
         try:
-            self.engine = self._build()
+            engine = self._build()
+            if hasattr(engine, "model"):
+                self.model_line = describe_model(model_identity(engine.model))
+            self.engine = engine
             log.info("model ready after %.0f s", time.monotonic() - self._started)
         except Exception as err:  # shown on the page; the server keeps running so the message is seen
-            log.exception("loading the model failed")
-            self.error = f"{type(err).__name__}: {err}"
+            if not isinstance(err, ConfigError):  # not a mistake in the config: keep the traceback for a bug report
+                log.exception("loading the model failed")
+            self.error = f"{type(err).__name__}: {' '.join(str(err).split())}"
+            # the terminal gets the same one line as the page (a config mistake: no traceback)
+            print(f"error: loading the model failed: {self.error}", file=sys.stderr, flush=True)
         finally:
             self._finished = time.monotonic()
             package_log.removeHandler(self._steps)

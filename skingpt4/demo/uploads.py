@@ -1,4 +1,4 @@
-"""Uploaded photos are deleted when the browser session ends (DESIGN §9): Gradio stores each upload in its
+"""Uploaded photos are deleted when the browser session ends (docs/inference.md, Privacy): Gradio stores each upload in its
 cache folder (`GRADIO_TEMP_DIR`, one sub-folder per file) and would keep it there."""
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Evaluation (docs/evaluation.md): the paper's clinical protocol (four prompts per case, dermatologists'
 questionnaire, consistency, response time) and automatic diagnosis metrics, run by `evaluate.py`.
 
-extract        free-text answer -> class (15 + Others, or "unknown") / SKINCON concepts; data in classes.json
+extract        free-text answer -> class (15 + Others, or "unknown") / SKINCON concepts; data in the class table (skingpt4/common/classes.json)
 cases          which images to evaluate and their labels, skin types, concepts
 sessions       the prompts over many cases with ChatEngine.ask_batch; bad cases reported, run goes on
 records        SHA-256 fingerprints and the per-case JSON record

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from skingpt4.common.images import IMAGE_SUFFIXES
 from skingpt4.evaluation.extract import UNKNOWN, ClassExtractor
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass

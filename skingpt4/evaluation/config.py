@@ -8,7 +8,6 @@ from typing import Dict, List, Optional
 from omegaconf import OmegaConf
 
 from skingpt4.chat.decoding import DecodingConfig
-from skingpt4.common import registry
 from skingpt4.common.config import ConfigError, apply_schema
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS, CONCEPT_PROMPT
 
@@ -26,6 +25,13 @@ class ConsistencySettings:
 class MetricsSettings:
     question: str = CLINICAL_PROMPTS[0]  # diagnosis question (one-turn conversation per case)
     concept_question: str = CONCEPT_PROMPT  # asked of cases that carry SKINCON concepts (concept recall)
+
+
+@dataclass
+class DifferentialSettings:
+    question: str = CLINICAL_PROMPTS[0]  # the diagnosis question the class answers follow
+    abstain_below: float = 0.5           # top probability below this: "unsure, see a dermatologist"
+    validation_cases: Optional[str] = None  # calibrate: the validation split (never the test cases)
 
 
 @dataclass
@@ -52,9 +58,8 @@ class EvaluationConfig:
     limit: Optional[int] = None              # evaluate only the first N cases
     unplaced_dermnet_as: Optional[str] = "Others"  # class of Dermnet folders the paper does not place; null: drop
     label_from_diagnosis: bool = False       # unlabelled cases with a `diagnosis` get the class named in it
-    class_file: Optional[str] = None         # default: skingpt4/evaluation/classes.json
+    class_file: Optional[str] = None         # default: skingpt4/common/classes.json (the one class table)
     concept_file: Optional[str] = None       # default: skingpt4/evaluation/concepts.json
-    template: str = "vicuna_v0"              # chat template (registry.chat_templates)
     prompts: List[str] = field(default_factory=lambda: list(CLINICAL_PROMPTS))
     batch_size: int = 8                      # cases answered together by ChatEngine.ask_batch
     seed: int = 0                            # base seed; each batched call gets a seed derived from it
@@ -62,6 +67,7 @@ class EvaluationConfig:
     consistency: ConsistencySettings = field(default_factory=ConsistencySettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     response_time: ResponseTimeSettings = field(default_factory=ResponseTimeSettings)
+    differential: DifferentialSettings = field(default_factory=DifferentialSettings)
     ablation: AblationSettings = field(default_factory=AblationSettings)
     questionnaire: QuestionnaireSettings = field(default_factory=QuestionnaireSettings)
 
@@ -69,12 +75,10 @@ class EvaluationConfig:
 def evaluation_config(section, run_section=None) -> EvaluationConfig:
     """Validate `cfg.evaluation` and return it as a plain dataclass (decoding settings checked too).
 
-    An eval config written for the chat/demo (`run.template`, `run.decoding`) can be evaluated as is:
-    where `evaluation` does not set `template` / `decoding`, the `run` section's are used (its
-    `decoding.seed` excepted: evaluation seeds come from `evaluation.seed`)."""
+    An eval config written for the chat/demo (`run.decoding`) can be evaluated as is: where `evaluation` does
+    not set `decoding`, the `run` section's is used (its `decoding.seed` excepted: evaluation seeds come from
+    `evaluation.seed`). The chat template is the model's (`model.template`, named by its variant)."""
     defaults = {}
-    if run_section is not None and run_section.get("template") is not None:
-        defaults["template"] = run_section.get("template")
     if run_section is not None and run_section.get("decoding") is not None:
         defaults["decoding"] = {k: v for k, v in run_section.get("decoding").items() if k != "seed"}
     merged = apply_schema(section, EvaluationConfig, "evaluation", defaults=defaults)
@@ -89,11 +93,10 @@ def evaluation_config(section, run_section=None) -> EvaluationConfig:
                        ("response_time.cases", cfg.response_time.cases)):
         if value < 1:
             raise ConfigError(f"evaluation.{key} must be >= 1, got {value}")
-    if cfg.template not in registry.chat_templates:
-        raise ConfigError(registry.unknown_choice_message("evaluation.template", cfg.template,
-                                                          registry.chat_templates.names()))
+    if not 0 <= cfg.differential.abstain_below <= 1:
+        raise ConfigError(f"evaluation.differential.abstain_below must be in [0, 1], got {cfg.differential.abstain_below}")
     if not cfg.prompts:
-        raise ConfigError("evaluation.prompts is empty; give the clinical questions (DESIGN section 8)")
+        raise ConfigError("evaluation.prompts is empty; give the clinical questions (docs/evaluation.md)")
     if cfg.ablation.task not in ("metrics", "consistency"):
         raise ConfigError(f"evaluation.ablation.task={cfg.ablation.task}: choose metrics or consistency")
     return cfg

@@ -27,7 +27,7 @@ from skingpt4.common.config import ConfigError
 from skingpt4.evaluation import metrics as met
 from skingpt4.evaluation.cases import Case
 from skingpt4.evaluation.records import record_filename
-from skingpt4.evaluation.tables import format_table, none_if_nan, ratio, save_figure, write_csv
+from skingpt4.evaluation.tables import finish_task, format_table, none_if_nan, ratio, save_figure, write_csv
 
 CONDITIONS = ("original", "blank", "noise", "shuffled")
 CONTROL_SIZE = 224
@@ -73,8 +73,6 @@ def control_cases(cases: list[Case], folder: Path, seed: int) -> tuple[dict[str,
 
 
 def image_control(ctx, out: Optional[Path] = None) -> dict:
-    from skingpt4.evaluation.tasks import _finish
-
     out = out or ctx.out
     cases, problems = ctx.cases()
     cases = [c for c in cases if c.label is not None]
@@ -109,7 +107,7 @@ def image_control(ctx, out: Optional[Path] = None) -> dict:
     print(format_table([{k: ("" if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
                         for r in table], COLUMNS))
     summary["conditions"] = {r["condition"]: {k: v for k, v in r.items() if k != "condition"} for r in table}
-    return _finish(out, summary, problems)
+    return finish_task(out, summary, problems)
 
 
 def _scores(ctx, cases: list[Case], donor: list[int], answers: dict, condition: str) -> dict:

@@ -1,6 +1,7 @@
 """Response-time statistics (the paper's Fig. 4b: seconds per answer, n=20, versus online dermatologists)."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -26,7 +27,7 @@ def plot_latency(groups: Mapping[str, Sequence[float]], path: Path) -> Path:
     names = list(groups)
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 3, 4))
     ax.boxplot([list(groups[n]) for n in names], showfliers=False)
-    ax.set_xticks(range(1, len(names) + 1), names, fontsize=8)
+    ax.set_xticks(range(1, len(names) + 1), [textwrap.fill(n, 14) for n in names], fontsize=8)
     for i, name in enumerate(names, start=1):
         values = list(groups[name])
         jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else [0.0]

@@ -32,6 +32,7 @@ from skingpt4.common.config import load_config
 from skingpt4.evaluation import tasks
 from skingpt4.evaluation.image_control import image_control
 from skingpt4.evaluation.sessions import run_sessions
+from skingpt4.models.loading import load_projection
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +120,7 @@ def _evaluate(summary: dict, run: Path, data: Path, assets: Path, out: Path, che
     concept_ctx = _context(out / "concepts", data / "cases" / "skincon_test.csv", assets, engine, ablation)
     summary["concept_recall"] = {r["checkpoint"]: r["concept_micro_recall"] for r in tasks.ablation(concept_ctx)["rows"]}
 
-    engine.model.load_projection(str(checkpoints["step2"]))
+    load_projection(engine.model, str(checkpoints["step2"]))
     control_ctx = _context(out / "image_control", data / "cases" / "dermnet_test.csv", assets, engine)
     control_ctx.checkpoint = str(checkpoints["step2"])
     control_ctx.out.mkdir(parents=True, exist_ok=True)
@@ -167,8 +168,10 @@ def format_summary(s: dict, seconds: Optional[float] = None) -> str:
         d = s["diagnosis"][name]
         lines.append(f"  {label:<12}{pct(d['accuracy']):>10}{d['macro_f1'] or 0:>10.3f}{pct(d['unknown_rate']):>10}"
                      f"{pct(s['concept_recall'][name]):>16}")
-    strata = ", ".join(f"{g['group']} {pct(g['accuracy'])}" for g in s["diagnosis_by_skin_type"])
-    lines += [f"  step 2 by Fitzpatrick skin type: {strata}", "",
+    for scale, groups in s["diagnosis_by_skin_type"].items():  # {scale: [{group, n, accuracy, ...}]}
+        strata = ", ".join(f"{g['group']} {pct(g['accuracy'])}" for g in groups)
+        lines.append(f"  step 2 by skin type ({scale}): {strata}")
+    lines += ["",
               "image-reliance control (step 2, the same cases with other images):"]
     for condition, c in s["image_control"].items():
         extra = f", names the shown image's class {pct(c['follows_donor'])}" if c["follows_donor"] is not None else ""

@@ -60,6 +60,34 @@ def stratified(y_true: Sequence[str], y_pred: Sequence[str], groups: Sequence[Op
     return out
 
 
+# The two skin-tone scales of the SKINCON sources: Fitzpatrick17k's types I..VI and DDI's three bands.
+FITZPATRICK_TYPES = ("I", "II", "III", "IV", "V", "VI")
+DDI_BANDS = ("I-II", "III-IV", "V-VI")
+SKIN_SCALES = {"fitzpatrick": "Fitzpatrick skin type (I-VI)", "ddi": "DDI skin-tone band (I-II / III-IV / V-VI)",
+               "other": "other skin-type groups"}
+
+
+def skin_scale(group: str) -> str:
+    """'fitzpatrick' for I..VI, 'ddi' for the bands I-II, III-IV, V-VI, else 'other'."""
+    text = str(group).strip().upper().replace("\u2013", "-").replace(" ", "")
+    if text in FITZPATRICK_TYPES:
+        return "fitzpatrick"
+    return "ddi" if text in DDI_BANDS else "other"
+
+
+def stratified_by_scale(y_true: Sequence[str], y_pred: Sequence[str], groups: Sequence[Optional[str]],
+                        classes: Sequence[str]) -> dict[str, list[dict]]:
+    """`stratified` per skin-tone scale, so Fitzpatrick types and DDI bands are never mixed in one table:
+    {'fitzpatrick': [...], 'ddi': [...], 'other': [...]} (only the scales present), groups in scale order."""
+    order = {g: i for i, g in enumerate(FITZPATRICK_TYPES + DDI_BANDS)}
+    out: dict[str, list[dict]] = {}
+    for row in stratified(y_true, y_pred, groups, classes):
+        out.setdefault(skin_scale(row["group"]), []).append(row)
+    for rows in out.values():
+        rows.sort(key=lambda r: (order.get(str(r["group"]).strip().upper(), len(order)), str(r["group"])))
+    return {scale: out[scale] for scale in SKIN_SCALES if scale in out}
+
+
 def concept_recall(true_concepts: Sequence[Sequence[str]], mentioned: Sequence[Sequence[str]]) -> dict:
     """Share of each image's true SKINCON concepts that its description mentions.
 

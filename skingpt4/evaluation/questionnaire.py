@@ -1,4 +1,4 @@
-"""The dermatologists' questionnaire of the paper (DESIGN section 8): seven statements rated on a 5-point
+"""The dermatologists' questionnaire of the paper (docs/evaluation.md): seven statements rated on a 5-point
 scale for every case; aggregated into the Fig. 4a table (percent per rating per statement) and chart.
 
 A questionnaire CSV has one row per (case, statement):

@@ -3,42 +3,12 @@ per-case JSON record that makes every answer traceable."""
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import asdict
 from datetime import datetime, timezone
-from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-import torch
-
-from skingpt4.common.config import to_plain
-
-_CHUNK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_json(data: Any) -> str:
-    """Of the canonical JSON (sorted keys, no spaces), so equal configs hash equal."""
-    return hashlib.sha256(json.dumps(to_plain(data), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def sha256_state_dict(state: dict[str, torch.Tensor]) -> str:
-    """Of the tensors' names, shapes, dtypes and bytes, in name order (the projection actually used, also
-    when it was randomly initialised and no checkpoint file exists)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+from skingpt4.common.fingerprint import sha256_file, sha256_json, sha256_state_dict
 
 
 def model_fingerprint(model, checkpoint: Optional[str]) -> dict:
@@ -49,7 +19,7 @@ def model_fingerprint(model, checkpoint: Optional[str]) -> dict:
         "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
         "projection_sha256": sha256_state_dict(model.trainable_state_dict()),
         "llm_model": str(model.cfg.llm_model),
-        "prompt_template": model.prompt_template,
+        "chat_template": model.template.name,
     }
 
 

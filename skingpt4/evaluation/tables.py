@@ -67,3 +67,22 @@ def _cell(value: Any) -> Any:
 def none_if_nan(value: float):
     """JSON has no NaN: undefined values are written as null."""
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def finish_task(out: Path, summary: dict, problems: list) -> dict:
+    """Every task ends here: summary.json and problems.json written, the skipped cases printed."""
+    summary["problems"] = len(problems)
+    write_json(out / "problems.json", problems)
+    write_json(out / "summary.json", summary)
+    for p in problems:
+        print(f"skipped case {p['case_id']}: {p['reason']}")
+    return summary
+
+
+def clean_nan(data):
+    """NaN -> None, recursively (JSON has no NaN)."""
+    if isinstance(data, dict):
+        return {k: clean_nan(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [clean_nan(v) for v in data]
+    return none_if_nan(data)

@@ -16,6 +16,7 @@ from skingpt4.chat import ChatEngine
 from skingpt4.common.config import ConfigError, require_path
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.evaluation import consistency as cons
+from skingpt4.evaluation import differential_tasks
 from skingpt4.evaluation import metrics as met
 from skingpt4.evaluation import questionnaire as quest
 from skingpt4.evaluation.cases import CaseError, load_cases
@@ -26,7 +27,8 @@ from skingpt4.evaluation.latency import latency_stats, plot_latency
 from skingpt4.evaluation.records import case_record, model_fingerprint, record_filename
 from skingpt4.evaluation.report import case_html, thumbnail_data_uri, write_report
 from skingpt4.evaluation.sessions import run_sessions
-from skingpt4.evaluation.tables import format_table, none_if_nan, write_csv, write_json
+from skingpt4.evaluation.tables import clean_nan, finish_task, format_table, none_if_nan, write_csv, write_json
+from skingpt4.prompting.clinical import prompt_name
 
 log = logging.getLogger("skingpt4.evaluation")
 
@@ -51,14 +53,14 @@ class EvalContext:
     @property
     def engine(self) -> ChatEngine:
         if self.chat is None:
-            from skingpt4.models import SkinGPT4
+            from skingpt4.models.build import build_model
 
             if self.cfg.get("model") is None:
                 raise ConfigError("the config has no 'model' section; this task needs a model")
             with torch.random.fork_rng():  # a projection without checkpoint is random: the same one every run
                 torch.manual_seed(self.ev.seed)
-                model = SkinGPT4.from_config(self.cfg.model)
-            self.chat = ChatEngine(model, template=self.ev.template)
+                model = build_model(self.cfg.model)
+            self.chat = ChatEngine(model)
         return self.chat
 
     def fingerprint(self) -> dict:
@@ -96,7 +98,7 @@ def clinical(ctx: EvalContext, out: Optional[Path] = None) -> dict:
 
     def keep(session):
         record = case_record(session.case, session.answers, ctx.ev.decoding, ctx.ev.seed, fingerprint,
-                             ctx.ev.template, session.image_sha256)
+                             ctx.engine.template.name, session.image_sha256)
         write_json(out / "records" / record_filename(session.case.case_id), record)
         records[session.case.case_id] = record
 
@@ -114,7 +116,7 @@ def clinical(ctx: EvalContext, out: Optional[Path] = None) -> dict:
                "cases_per_minute": 60 * len(sessions) / seconds if sessions and seconds else None,
                "batch_size": ctx.ev.batch_size, "decoding": asdict(ctx.ev.decoding), "seed": ctx.ev.seed,
                **fingerprint}
-    return _finish(out, summary, problems)
+    return finish_task(out, summary, problems)
 
 
 def _earlier_records(folder: Path, ctx: EvalContext, fingerprint: dict) -> dict[str, dict]:
@@ -125,7 +127,7 @@ def _earlier_records(folder: Path, ctx: EvalContext, fingerprint: dict) -> dict[
         raise ConfigError(f"'{folder}' already holds {len(files)} case record(s); pass --resume to finish that "
                           f"run, or choose another --out")
     expected = {**fingerprint, "decoding": asdict(ctx.ev.decoding), "seed": ctx.ev.seed,
-                "chat_template": ctx.ev.template}
+                "chat_template": ctx.engine.template.name}
     records = {}
     for path in files:
         record = json.loads(path.read_text())
@@ -172,7 +174,7 @@ def questionnaire(ctx: EvalContext, inputs: Sequence[str] = ()) -> dict:
     summary = {"task": "questionnaire", "files": [str(p) for p in paths], "ratings": len(ratings.rows),
                "bad_rows": len(ratings.problems), "reviewers": len({r["reviewer"] for r in ratings.rows}),
                "agree_total": {row["statement_id"]: none_if_nan(row["agree_total"]) for row in table}}
-    return _finish(ctx.out, summary, [])
+    return finish_task(ctx.out, summary, [])
 
 
 # ------------------------------------------------------------------------------------------------ consistency
@@ -207,7 +209,7 @@ def consistency(ctx: EvalContext, out: Optional[Path] = None) -> dict:
     summary["seconds"] = time.perf_counter() - started
     columns = ["mode", "cases", "runs", "consistency_ratio", "unknown_rate", "same_text_ratio"]
     print(format_table([{"mode": m, **{k: summary[m][k] for k in columns[1:]}} for m in modes], columns))
-    return _finish(out, summary, problems)
+    return finish_task(out, summary, problems)
 
 
 # ------------------------------------------------------------------------------------------------ metrics
@@ -236,7 +238,7 @@ def metrics(ctx: EvalContext, out: Optional[Path] = None) -> dict:
         problems += [p for p in failed if p not in problems]
         summary["concepts"] = _concepts(concept_extractor, sessions, out)
     summary["seconds"] = time.perf_counter() - started
-    return _finish(out, summary, problems)
+    return finish_task(out, summary, problems)
 
 
 def _diagnosis(ctx: EvalContext, sessions, out: Path) -> dict:
@@ -246,24 +248,49 @@ def _diagnosis(ctx: EvalContext, sessions, out: Path) -> dict:
         rows.append({"case_id": s.case.case_id, "label": s.case.label, "predicted": found.label,
                      "mentioned": "|".join(found.classes), "skin_type": s.case.skin_type or "",
                      "answer": s.answers[0]["answer"]})
-    write_csv(out / "predictions.csv", rows, ["case_id", "label", "predicted", "mentioned", "skin_type", "answer"])
     if not rows:
+        write_csv(out / "predictions.csv", rows, ["case_id"])
         return {"n": 0}
+    side_by_side = _free_text_and_differential(ctx, sessions, rows, out)
+    write_csv(out / "predictions.csv", rows, ["case_id", "label", "predicted", "differential_top1", "mentioned",
+                                              "skin_type", "answer"])
     y_true, y_pred = [r["label"] for r in rows], [r["predicted"] for r in rows]
     result = met.diagnosis_metrics(y_true, y_pred, ctx.extractor.classes)
     write_csv(out / "per_class.csv", result["per_class"],
               ["class", "support", "predicted", "precision", "recall", "f1"])
     met.plot_confusion(result["confusion"], out / "confusion_matrix.png")
-    by_skin = met.stratified(y_true, y_pred, [r["skin_type"] or None for r in rows], ctx.extractor.classes)
-    if by_skin:
-        write_csv(out / "by_skin_type.csv", by_skin, ["group", "n", "accuracy", "unknown_rate", "macro_f1"])
-    write_json(out / "metrics.json", {**_clean(result), "by_skin_type": _clean(by_skin)})
+    by_skin = met.stratified_by_scale(y_true, y_pred, [r["skin_type"] or None for r in rows], ctx.extractor.classes)
+    columns = ["group", "n", "accuracy", "unknown_rate", "macro_f1"]
+    for scale, table in by_skin.items():  # one table per scale: Fitzpatrick types and DDI bands never mixed
+        write_csv(out / SKIN_TABLES[scale], table, columns)
+    write_json(out / "metrics.json", {**clean_nan(result), "by_skin_type": clean_nan(by_skin)})
     headline = {k: none_if_nan(result[k]) for k in ("n", "accuracy", "unknown_rate", "macro_precision",
                                                     "macro_recall", "macro_f1")}
     print(format_table([headline], list(headline)))
-    if by_skin:
-        print(format_table(by_skin, ["group", "n", "accuracy", "unknown_rate", "macro_f1"]))
-    return {**headline, "by_skin_type": _clean(by_skin)}
+    for scale, table in by_skin.items():
+        print(f"\nby {met.SKIN_SCALES[scale]}:")
+        print(format_table(table, columns))
+    return {**headline, "by_skin_type": clean_nan(by_skin), "free_text_vs_differential": side_by_side}
+
+
+def _free_text_and_differential(ctx: EvalContext, sessions, rows: list[dict], out: Path) -> dict:
+    """The extractor's class beside the differential's top-1 for every case (rows gain `differential_top1`), and
+    the cases where they differ (`disagreements.csv`), so a reviewer sees both readings of the model."""
+    scored, scores, _ = differential_tasks.score_cases(ctx, [s.case for s in sessions])
+    classes = differential_tasks.scorer(ctx).classes
+    top1 = {case.case_id: classes[int(i)] for case, i in zip(scored, scores.argmax(dim=-1))}
+    for row in rows:
+        row["differential_top1"] = top1.get(row["case_id"], "")
+    differ = [r for r in rows if r["differential_top1"] and r["differential_top1"] != r["predicted"]]
+    columns = ["case_id", "label", "predicted", "differential_top1", "answer"]
+    write_csv(out / "disagreements.csv", [{k: r[k] for k in columns} for r in differ], columns)
+    n = sum(1 for r in rows if r["differential_top1"])
+    return {"n": n, "extractor_accuracy": sum(r["predicted"] == r["label"] for r in rows) / len(rows),
+            "differential_top1_accuracy": sum(r["differential_top1"] == r["label"] for r in rows) / n if n else None,
+            "disagreements": len(differ), "agreement_rate": 1 - len(differ) / n if n else None}
+
+
+SKIN_TABLES = {"fitzpatrick": "by_fitzpatrick_type.csv", "ddi": "by_ddi_skin_tone.csv", "other": "by_skin_type_other.csv"}
 
 
 def _concepts(concept_extractor: ConceptExtractor, sessions, out: Path) -> dict:
@@ -286,15 +313,17 @@ def response_time(ctx: EvalContext) -> dict:
         ctx.sessions(cases[:settings.warmup], ctx.ev.prompts[:1], batch_size=1)
     sessions, failed = ctx.sessions(cases[settings.warmup:], ctx.ev.prompts, batch_size=1)
     problems += failed
-    rows = [{"case_id": s.case.case_id, "prompt_index": i + 1, "seconds": a["seconds"], "new_tokens": a["new_tokens"],
-             "prompt": a["prompt"]} for s in sessions for i, a in enumerate(s.answers)]
-    write_csv(ctx.out / "latency.csv", rows, ["case_id", "prompt_index", "seconds", "new_tokens", "prompt"])
+    names = [prompt_name(p, i) for i, p in enumerate(ctx.ev.prompts)]
+    rows = [{"case_id": s.case.case_id, "prompt_index": i + 1, "prompt_name": names[i], "seconds": a["seconds"],
+             "new_tokens": a["new_tokens"], "prompt": a["prompt"]} for s in sessions for i, a in enumerate(s.answers)]
+    write_csv(ctx.out / "latency.csv", rows,
+              ["case_id", "prompt_index", "prompt_name", "seconds", "new_tokens", "prompt"])
     if not rows:
         write_json(ctx.out / "problems.json", problems)
         raise CaseError(f"no case could be timed; see {ctx.out / 'problems.json'}")
     groups = {"all answers": [r["seconds"] for r in rows]}
-    for i in range(len(ctx.ev.prompts)):
-        groups[f"prompt {i + 1}"] = [r["seconds"] for r in rows if r["prompt_index"] == i + 1]
+    for i, name in enumerate(names):  # named, not "prompt 1-4": a reader of the plot sees which question
+        groups[name] = [r["seconds"] for r in rows if r["prompt_index"] == i + 1]
     groups["whole case"] = [sum(a["seconds"] for a in s.answers) for s in sessions]
     stats = {name: latency_stats(values) for name, values in groups.items() if values}
     plot_latency({k: groups[k] for k in stats}, ctx.out / "latency.png")
@@ -302,7 +331,7 @@ def response_time(ctx: EvalContext) -> dict:
                        ["group", "n", "median", "q1", "q3", "iqr", "mean", "min", "max"]))
     summary = {"task": "response_time", "seconds": stats, "device": str(ctx.engine.model.device),
                "warmup_cases": settings.warmup, "decoding": asdict(ctx.ev.decoding), **ctx.fingerprint()}
-    return _finish(ctx.out, summary, problems)
+    return finish_task(ctx.out, summary, problems)
 
 
 # ------------------------------------------------------------------------------------------------ ablation
@@ -321,45 +350,50 @@ def ablation(ctx: EvalContext) -> dict:
              for name, path in checkpoints.items()}  # all checked before hours of compute start
     task: Callable = {"metrics": metrics, "consistency": consistency}[ctx.ev.ablation.task]
     model, rows = ctx.engine.model, []
-    for path in paths.values():  # a checkpoint for another LLM size fails here, before any evaluation
-        model.load_projection(str(path))
+    from skingpt4.models.loading import load_projection
+
+    keys = {name: f"evaluation.ablation.checkpoints.{name}" for name in paths}
+    for name, path in paths.items():  # a checkpoint for another LLM size fails here, before any evaluation
+        load_projection(model, str(path), keys[name])
     for name, path in paths.items():
         log.info("ablation: %s (%s)", name, path)
-        report = model.load_projection(str(path))
+        report = load_projection(model, str(path), keys[name])
         ctx.checkpoint = str(path)
         log.info("%s", report)
         summary = task(ctx, ctx.out / name)
         diagnosis, concepts = summary.get("diagnosis", {}), summary.get("concepts", {})
         n = diagnosis.get("n") or concepts.get("images") or 0
-        rows.append({"checkpoint": name, "path": str(path), "projection_sha256": summary["projection_sha256"][:16],
+        rows.append({"checkpoint": name, "path": str(path), "projection_sha256": summary["projection_sha256"],
                      "accuracy": diagnosis.get("accuracy"), "macro_f1": diagnosis.get("macro_f1"),
                      "unknown_rate": diagnosis.get("unknown_rate"),
                      "concept_micro_recall": concepts.get("micro_recall"),
                      "consistency_ratio": summary.get("decoding", {}).get("consistency_ratio"),
                      "cases_per_minute": 60 * n / summary["seconds"] if summary.get("seconds") and n else None})
-    write_csv(ctx.out / "ablation.csv", rows, ABLATION_COLUMNS)
-    print(format_table([{k: ("" if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                        for r in rows], ABLATION_COLUMNS[:-1]))
-    return _finish(ctx.out, {"task": "ablation", "evaluation": ctx.ev.ablation.task, "rows": rows}, [])
+    unmeasured = _not_measured(ctx.ev.ablation.task, rows)
+    shown = [{k: NOT_MEASURED if k in unmeasured else v for k, v in r.items()} for r in rows]
+    write_csv(ctx.out / "ablation.csv", shown, ABLATION_COLUMNS)  # the full projection SHA-256
+    print(format_table([{k: ("" if v is None else round(v, 4) if isinstance(v, float) else
+                             v[:12] if k == "projection_sha256" else v) for k, v in r.items()} for r in shown],
+                       ABLATION_COLUMNS[:-1]))
+    return finish_task(ctx.out, {"task": "ablation", "evaluation": ctx.ev.ablation.task, "rows": rows,
+                             "not_measured": sorted(unmeasured)}, [])
+
+
+NOT_MEASURED = "not measured"
+
+
+def _not_measured(task: str, rows: list[dict]) -> set[str]:
+    """The columns the ablation's task does not measure (left empty, they would read as missing results)."""
+    if task == "consistency":
+        return {"accuracy", "macro_f1", "unknown_rate", "concept_micro_recall"}
+    unmeasured = {"consistency_ratio"}
+    if all(r["concept_micro_recall"] is None for r in rows):  # no case carries SKINCON concepts
+        unmeasured.add("concept_micro_recall")
+    if all(r["accuracy"] is None for r in rows):  # no case carries a class label
+        unmeasured |= {"accuracy", "macro_f1", "unknown_rate"}
+    return unmeasured
 
 
 TASKS = {"clinical": clinical, "questionnaire": questionnaire, "consistency": consistency, "metrics": metrics,
-         "response_time": response_time, "ablation": ablation, "image_control": image_control}
-
-
-def _finish(out: Path, summary: dict, problems: list) -> dict:
-    summary["problems"] = len(problems)
-    write_json(out / "problems.json", problems)
-    write_json(out / "summary.json", summary)
-    for p in problems:
-        print(f"skipped case {p['case_id']}: {p['reason']}")
-    return summary
-
-
-def _clean(data):
-    """NaN -> None, recursively (JSON has no NaN)."""
-    if isinstance(data, dict):
-        return {k: _clean(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_clean(v) for v in data]
-    return none_if_nan(data)
+         "response_time": response_time, "ablation": ablation, "image_control": image_control,
+         **differential_tasks.TASKS}

@@ -1,4 +1,5 @@
-"""Reading and writing checkpoints in every format of DESIGN §4, loudly.
+"""Reading and writing checkpoints in every format of docs/model.md ("Checkpoint formats"), loudly: the one
+module for checkpoint files, of the frozen parts, of fine-tuned projections and of training runs.
 
 Every load checks the keys it expects against the keys it found: a missing key, an unexpected key or a shape
 mismatch is a `CheckpointError` saying what was expected and what was found (the original code's
@@ -10,8 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
+import random
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -20,6 +24,7 @@ import torch
 from torch import nn
 
 from skingpt4.common.config import ConfigError
+from skingpt4.models.variant_files import describe_width
 
 log = logging.getLogger("skingpt4.checkpoints")
 
@@ -29,7 +34,8 @@ PROJECTION_PREFIXES = ("llama_proj", "llm_proj", "language_projection")
 _IGNORABLE_IN_PROJECTION_CKPT = re.compile(r"(\.rotary_emb\.inv_freq$|^Qformer\.bert\.embeddings\.position_ids$)")
 # The MiniGPT-4 Llama-2 variant without Q-Former projects 4 merged ViT tokens (4 x 1408) per LLM token.
 _NO_QFORMER_IN_FEATURES = 5632
-LLM_SIZE_BY_HIDDEN = {2048: "1B", 3072: "3B", 4096: "7B", 5120: "13B", 6656: "30B", 8192: "65B/70B"}
+# Training-run checkpoints (written by the runner) carry this in "format".
+CHECKPOINT_FORMAT = 1
 
 
 class CheckpointError(ConfigError):
@@ -57,30 +63,78 @@ def _summarise(keys: Iterable[str], n: int = 3) -> str:
 
 
 def llm_size(hidden: int) -> str:
-    return f"a {LLM_SIZE_BY_HIDDEN[hidden]} LLM" if hidden in LLM_SIZE_BY_HIDDEN else f"an LLM of hidden size {hidden}"
+    return describe_width(hidden)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # reading
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """torch.load with weights_only=True (these files hold only tensors and plain containers)."""
+def read_checkpoint(path: str | os.PathLike, key: Optional[str] = None, require: Iterable[str] = ()) -> dict:
+    """torch.load with weights_only=True (these files hold only tensors and plain containers).
+
+    The one reader of checkpoint files: every way a file can be wrong (absent, empty, cut short, not a torch
+    file, a pickle that asks to run code, no `require`d top-level keys) is a one-line `CheckpointError` naming
+    the config `key` (when given) and the file. A refused pickle is reported as what it is -- not a safe
+    checkpoint -- and never with advice to load it unsafely."""
     path = Path(path)
+    where = f"config key '{key}': " if key else ""
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: '{path}'")
+        raise CheckpointError(f"{where}no such checkpoint file '{path}'")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{where}checkpoint '{path}' is empty (0 bytes); was it written completely?")
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as err:
-            if "mmap" not in str(err):  # legacy (non-zip) files cannot be memory-mapped
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # the refusal below says all there is to say about an odd pickle
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):  # legacy (non-zip) files cannot be memory-mapped
+                    raise
+                payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise CheckpointError(
-            f"could not read checkpoint '{path}': {err.__class__.__name__}: {str(err).splitlines()[0]} "
-            "(expected a torch .pth file holding only tensors and plain containers)"
-        ) from err
+        raise CheckpointError(f"{where}checkpoint '{path}' {_load_failure(err, path)}") from None
+    missing = [k for k in require if not (isinstance(payload, dict) and k in payload)]
+    if missing:
+        top = sorted(map(str, payload))[:8] if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{where}'{path}' is not a checkpoint with {', '.join(repr(k) for k in missing)} "
+                              f"(top level: {top})")
+    return payload
+
+
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_DAMAGED = ("central directory", "unexpected eof", "corrupted", "truncated", "failed reading zip")
+
+
+def _load_failure(err: Exception, path: Path) -> str:
+    """What went wrong in torch.load, in one line, without torch's advice to load the file unsafely."""
+    text = str(err)
+    if _zip_without_end(path):  # torch says only "[Errno 22] Invalid argument" for a cut zip
+        return "is damaged or cut short (an interrupted download or copy?); get a complete copy of the file"
+    if isinstance(err, pickle.UnpicklingError) or "weights only load failed" in text.lower():
+        refused = _REFUSED_GLOBAL.search(text)
+        what = (f"it asks to import and call '{refused.group(1)}'" if refused
+                else "it holds Python objects other than tensors and plain containers")
+        return (f"was refused: {what}, which a file of weights never needs. It is not a safe checkpoint (it may "
+                "have been made to run code on this machine); use the checkpoint from its original source")
+    if isinstance(err, EOFError) or any(word in text.lower() for word in _DAMAGED):
+        return "is damaged or cut short (an interrupted download or copy?); get a complete copy of the file"
+    detail = " ".join(text.split())[:160] or "(no message)"
+    return (f"could not be read ({type(err).__name__}: {detail}); expected a torch .pth file holding only tensors "
+            "and plain containers")
+
+
+def _zip_without_end(path: Path) -> bool:
+    """A zip-format (torch >= 1.6) file whose end-of-central-directory record is missing: it was cut short."""
+    try:
+        with path.open("rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return False
+            size = path.stat().st_size
+            fh.seek(max(0, size - 65_557))  # the record (22 bytes) plus the longest zip comment
+            return b"PK\x05\x06" not in fh.read()
+    except OSError:
+        return False
 
 
 def state_dict_of(obj: dict, path: str | os.PathLike) -> dict:
@@ -139,9 +193,9 @@ def find_projection(state_dict: dict, source: str) -> tuple[str, dict]:
     )
 
 
-def load_projection(proj: nn.Linear, path: str | os.PathLike) -> LoadReport:
+def load_projection(proj: nn.Linear, path: str | os.PathLike, key: Optional[str] = None) -> LoadReport:
     source = str(path)
-    state_dict = state_dict_of(read_checkpoint(path), path)
+    state_dict = state_dict_of(read_checkpoint(path, key), path)
     prefix, weights = find_projection(state_dict, source)
     out_features, in_features = weights["weight"].shape
     if in_features == _NO_QFORMER_IN_FEATURES and proj.in_features != _NO_QFORMER_IN_FEATURES:
@@ -156,7 +210,8 @@ def load_projection(proj: nn.Linear, path: str | os.PathLike) -> LoadReport:
     if out_features != proj.out_features:
         raise CheckpointError(
             f"'{source}': checkpoint projects to {out_features} ({llm_size(out_features)}) but llm_model has hidden "
-            f"size {proj.out_features} ({llm_size(proj.out_features)}); use the LLM this checkpoint was trained with"
+            f"size {proj.out_features} ({llm_size(proj.out_features)}); use the LLM (model.variant) this checkpoint "
+            "was trained with"
         )
     other = [k for k in state_dict if not k.startswith(prefix + ".")]
     unknown = [k for k in other if not _IGNORABLE_IN_PROJECTION_CKPT.search(k)]
@@ -178,7 +233,7 @@ def save_checkpoint(path: str | os.PathLike, model_state: dict, **extra) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"model": {k: v.detach().cpu() for k, v in model_state.items()}, **extra}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(payload, fh)
@@ -202,6 +257,29 @@ def save_checkpoint(path: str | os.PathLike, model_state: dict, **extra) -> Path
     finally:
         os.close(dir_fd)
     return path
+
+
+TEMP_SUFFIX = ".tmp"
+# What save_checkpoint's mkstemp names look like: '.<name>.pth.<8 random characters>.tmp'.
+_OUR_TEMP_FILE = re.compile(r"^\..+\.pth\.[A-Za-z0-9_]{8}" + re.escape(TEMP_SUFFIX) + "$")
+
+
+def sweep_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed `save_checkpoint` left in `folder` (a SIGKILL runs no clean-up).
+    Only files of our own naming are touched. Call it when no save into `folder` is under way (a run's start
+    or resume). Returns the files removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for candidate in sorted(folder.iterdir()):
+        if _OUR_TEMP_FILE.match(candidate.name) and candidate.is_file():
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    if removed:
+        log.info("removed %d unfinished checkpoint file(s) a killed run left in '%s': %s", len(removed), folder,
+                 _summarise(p.name for p in removed))
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -249,5 +327,35 @@ def _weight_files(directory: Path) -> list[Path]:
     raise CheckpointError(f"'{directory}': no model.safetensors, pytorch_model.bin or their index files")
 
 
-def optional_path(value: Optional[str]) -> Optional[str]:
-    return None if value in (None, "", "null") else str(value)
+# ---------------------------------------------------------------------------------------------------------
+# training runs: {"model": trainable state, "optimizer", "lr_scheduler", "scaler", "config", "epoch", "step",
+# "rng", "format"}; written with save_checkpoint, so the original code reads their projection
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    # torch.load(weights_only=True) returns the inner tuple as a list; random.setstate needs tuples.
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    # Resuming on another number of GPUs (or on a CPU) keeps their fresh CUDA RNG states.
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_training_checkpoint(path: str | os.PathLike, key: str = "run.resume_ckpt_path") -> dict:
+    """A checkpoint written by the runner, to resume from."""
+    payload = read_checkpoint(path, key)
+    if not isinstance(payload, dict) or "model" not in payload:
+        raise CheckpointError(f"config key '{key}': '{path}' is not a {{'model': ...}} training checkpoint")
+    missing = [k for k in ("optimizer", "lr_scheduler", "step") if k not in payload]
+    if missing:
+        raise CheckpointError(f"config key '{key}': '{path}' lacks {missing}: it holds weights only, not a run to "
+                              "resume; to start from its projection set model.ckpt instead of run.resume_ckpt_path")
+    return payload

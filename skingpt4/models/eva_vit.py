@@ -43,8 +43,10 @@ class FP32LayerNorm(nn.LayerNorm):
         return out.to(x.dtype)
 
 
-def build_eva_vit(cfg: VisionConfig) -> Eva:
-    """EVA-ViT-g (or a smaller variant with the same structure) with ln_vision as its final norm."""
+def build_eva_vit(cfg: VisionConfig, fused_attn: bool = True) -> Eva:
+    """EVA-ViT-g (or a smaller variant with the same structure) with ln_vision as its final norm. `fused_attn`:
+    attention through PyTorch's scaled_dot_product_attention (flash / memory-efficient kernels on CUDA), else
+    timm's explicit matmul-softmax (the reference; same result to rounding)."""
     vit = Eva(
         img_size=cfg.image_size,
         patch_size=cfg.patch_size,
@@ -64,6 +66,8 @@ def build_eva_vit(cfg: VisionConfig) -> Eva:
         use_fc_norm=False,
     )
     vit.norm = FP32LayerNorm(cfg.width, eps=cfg.ln_vision_eps)  # ln_vision
+    for block in vit.blocks:
+        block.attn.fused_attn = fused_attn
     assert vit.blocks[0].mlp.fc1.out_features == cfg.mlp_hidden
     return vit
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -10,10 +11,10 @@ from skingpt4.common.config import ConfigError, require_path
 
 log = logging.getLogger("skingpt4.llm")
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def load_tokenizer(directory: str, key: str = "model.llm_model"):
+def load_tokenizer(directory: str, pad_token: Optional[str] = None, key: str = "model.llm_model"):
+    """The LLM's tokenizer with its pad token set (`model.tokenizer.pad_token`: unk | eos | a vocabulary token |
+    None for the tokenizer's own). Padding is masked out by position, but templates that end answers with the
+    EOS token need pad != eos so that nothing can confuse the two."""
     from transformers import AutoTokenizer
 
     path = require_path(directory, key, "the local directory of a Llama-family LLM in transformers format", "dir")
@@ -24,23 +25,36 @@ def load_tokenizer(directory: str, key: str = "model.llm_model"):
             f"config key '{key}': could not load a tokenizer from '{path}' ({err.__class__.__name__}: {err}); "
             "the directory needs tokenizer.model (sentencepiece) or tokenizer.json"
         ) from err
-    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
-        # Llama has no pad token. Padding is masked out by position, but templates that end answers with
-        # "</s>" need pad != eos so that nothing can confuse the two.
-        tokenizer.pad_token = tokenizer.unk_token
+    if pad_token is not None:
+        named = {"unk": tokenizer.unk_token, "eos": tokenizer.eos_token}.get(pad_token, pad_token)
+        if named is None:
+            raise ConfigError(f"model.tokenizer.pad_token={pad_token}: the tokenizer in '{path}' has no {pad_token} "
+                              "token; name a token of its vocabulary (e.g. a reserved special token)")
+        if tokenizer.convert_tokens_to_ids(named) in (None, tokenizer.unk_token_id) and named != tokenizer.unk_token:
+            raise ConfigError(f"model.tokenizer.pad_token={pad_token}: '{named}' is not in the vocabulary of the "
+                              f"tokenizer in '{path}'")
+        tokenizer.pad_token = named
+    if tokenizer.pad_token is None:
+        raise ConfigError(f"the tokenizer in '{path}' has no pad token; set model.tokenizer.pad_token (unk, eos or a "
+                          "token of its vocabulary) in the model variant or config")
+    for name in ("bos", "eos"):
+        if getattr(tokenizer, f"{name}_token_id") is None:
+            raise ConfigError(f"the tokenizer in '{path}' has no {name.upper()} token, which the prompt layout needs")
     return tokenizer
 
 
 def load_llm(directory: str, dtype: torch.dtype, device: torch.device, quantization: str = "none",
-             key: str = "model.llm_model"):
-    """A frozen causal LM in eval mode. quantization: "none", "8bit" or "4bit" (bitsandbytes, CUDA only)."""
+             key: str = "model.llm_model", attn_implementation: str = "sdpa"):
+    """A frozen causal LM in eval mode. quantization: "none", "8bit" or "4bit" (bitsandbytes, CUDA only).
+    attn_implementation: sdpa | eager | flash_attention_2 (`check_attention`)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = require_path(directory, key, "the local directory of a Llama-family LLM in transformers format", "dir")
     if not (Path(path) / "config.json").is_file():
         raise ConfigError(f"config key '{key}': '{path}' is not a transformers model directory (no config.json)")
+    check_attention(attn_implementation, device, dtype)
     config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    kwargs = dict(dtype=dtype, local_files_only=True)
+    kwargs = dict(dtype=dtype, local_files_only=True, attn_implementation=attn_implementation)
     if quantization != "none":
         kwargs.update(quantization_kwargs(quantization, device, dtype))
     elif device.type == "cuda":
@@ -58,6 +72,20 @@ def load_llm(directory: str, dtype: torch.dtype, device: torch.device, quantizat
              str(dtype).replace("torch.", ""), config.hidden_size, config.num_hidden_layers,
              f"{sum(p.numel() for p in llm.parameters()):,}")
     return llm
+
+
+def check_attention(attn_implementation: str, device: torch.device, dtype: torch.dtype) -> None:
+    """flash_attention_2 needs CUDA, fp16/bf16 and the flash-attn package; sdpa and eager run anywhere."""
+    if attn_implementation != "flash_attention_2":
+        return
+    if device.type != "cuda" or dtype not in (torch.float16, torch.bfloat16):
+        raise ConfigError(f"model.attn_implementation=flash_attention_2 needs a CUDA device and llm_precision fp16 or "
+                          f"bf16 (got {device}, {str(dtype).replace('torch.', '')}); use sdpa")
+    import importlib.util
+
+    if importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError("model.attn_implementation=flash_attention_2 needs the flash-attn package (pip install "
+                          "flash-attn); sdpa uses PyTorch's own flash kernel without it")
 
 
 def quantization_kwargs(quantization: str, device: torch.device, dtype: torch.dtype) -> dict:

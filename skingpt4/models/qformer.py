@@ -27,7 +27,7 @@ class QFormerConfig:
     num_query_tokens: int = 32
 
 
-def build_qformer(cfg: QFormerConfig, vision_width: int) -> Blip2QFormerModel:
+def build_qformer(cfg: QFormerConfig, vision_width: int, attn_implementation: str = "sdpa") -> Blip2QFormerModel:
     config = Blip2QFormerConfig(
         hidden_size=cfg.hidden_size,
         num_hidden_layers=cfg.num_layers,
@@ -39,7 +39,7 @@ def build_qformer(cfg: QFormerConfig, vision_width: int) -> Blip2QFormerModel:
         hidden_act="gelu",
         use_qformer_text_input=False,
     )
-    config._attn_implementation = "sdpa"
+    config._attn_implementation = attn_implementation  # sdpa | eager
     return Blip2QFormerModel(config)
 
 

@@ -46,7 +46,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What defines the tiny world: a change to any of these makes a new recipe fingerprint (and a rebuild).
 WORLD_SOURCES = ["skingpt4/models/tiny.py", "skingpt4/models/tiny_world.py", "skingpt4/models/tiny_encoders.py",
                  "skingpt4/models/tiny_corpus.py", "skingpt4/models/tiny_corpus.json", "skingpt4/models/tiny_llm.py",
-                 "skingpt4/prompting/templates.py", "skingpt4/prompting/clinical.py", "data_prep/dermnet_mapping.json",
+                 "skingpt4/prompting/templates.py", "skingpt4/prompting/clinical.py", "skingpt4/common/classes.json",
                  "data_prep/skincon_concepts.py", "data_prep/make_synthetic.py", "prompts/step1.txt",
                  "prompts/step2.txt"]
 
@@ -100,6 +100,25 @@ def train_tokenizer(out_dir: Path, lines: list[str], vocab_size: int) -> Path:
         {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
          "add_bos_token": True, "add_eos_token": False, "legacy": True, "model_max_length": 1024}, indent=1))
     return path
+
+
+def tiny_corpus(seed: int = 0, dialogues: int = 3000) -> str:
+    """The text the tiny tokenizers are trained on: distinct sampled dialogues of the clinical corpus, one a line."""
+    from skingpt4.models.tiny_corpus import Corpus
+
+    return "\n".join(Corpus().tokenizer_lines(dialogues, seed)) + "\n"
+
+
+def write_tiny_tokenizer(out_dir: str | Path) -> int:
+    """The tiny tokenizer alone (tokenizer.model + tokenizer_config.json) in `out_dir`; returns its vocabulary size.
+    Enough for token ids when the LLM itself is made with random weights (benchmarks/gpu_acceptance.py)."""
+    import sentencepiece as spm
+
+    recipe = TinyRecipe()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out, tiny_corpus(recipe.seed, recipe.tokenizer_dialogues).splitlines(), recipe.vocab_size)
+    return spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model")).get_piece_size()
 
 
 def save_encoders(encoders: TinyEncoders, out: Path, seed: int) -> None:
@@ -206,7 +225,7 @@ def _build(out: Path, recipe: TinyRecipe, progress: _Progress) -> dict:
     # Tokenizer and LLM.
     corpus = Corpus()
     train_tokenizer(out / "llm", corpus.tokenizer_lines(recipe.tokenizer_dialogues, recipe.seed), recipe.vocab_size)
-    tokenizer = load_tokenizer(str(out / "llm"), key="tiny tokenizer")
+    tokenizer = load_tokenizer(str(out / "llm"), "unk", key="tiny tokenizer")
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=None, **TINY_LLM)
     torch.manual_seed(recipe.seed)
     llm = LlamaForCausalLM(config)

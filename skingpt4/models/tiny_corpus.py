@@ -1,23 +1,24 @@
 """The tiny LLM's pretraining corpus: conversations about a synthetic skin photo in the project's clinical
 language and in exactly the token layouts the model later sees (docs/model.md, "The tiny model").
 
-Each `Dialogue` is [BOS | `before` | 32 image positions | `after` segments], the segments tokenized one by one
-without special tokens, as SkinGPT4.build_inputs (training) and ChatEngine (chat) lay them out. `cues` name
-what the image shows ("class:Dermatitis", "pattern:rings", "concept:Plaque"); during pretraining the 32 image
-positions hold a noisy code of those cues (tiny_llm.py), so the LLM learns to read its image slot the way
+Every `Dialogue` is laid out by `skingpt4.prompting.layout` -- the one place training and chat build their
+tokens -- with the vicuna_v0 template (`dialogue_formats()`): style "train" is SkinGPT4.forward's layout (a
+prompt line and its answer), style "chat" the chat engine's (system text, earlier turns, the question, the reply).
+`cues` name what the image shows ("class:Dermatitis", "pattern:rings", "concept:Plaque"); during pretraining the
+32 image positions hold a noisy code of those cues (tiny_llm.py), so the LLM learns to read its image slot the way
 a real LLM reads words, and the trained projection later has something to steer.
 
 What is said comes from the project's own data definitions, so the corpus and the training captions cannot
-drift apart: the class sentences, classes and folders of data_prep/dermnet_mapping.json, the doctors' note
+drift apart: the class sentences, classes and folders of skingpt4/common/classes.json, the doctors' note
 sentence and lesion patterns of the synthetic world, SKINCON's concept wording and caption templates, the
 training prompts in prompts/, the four clinical prompts, and the clinical answers in tiny_corpus.json.
 
 Kinds of dialogue (shares in `KIND_SHARES`):
-  step2      training format, a step-2 prompt -> a Dermnet class sentence or a doctors' note
-  step1      training format, the step-1 prompt -> a SKINCON concept caption
-  clinical   chat format, the four clinical prompts in one conversation, each answered
-  diagnosis  chat format, one step-2 question -> a class sentence
-  concepts   chat format, the concept question -> a concept caption
+  step2      style train, a step-2 prompt -> a Dermnet class sentence or a doctors' note
+  step1      style train, the step-1 prompt -> a SKINCON concept caption
+  clinical   style chat, the four clinical prompts in one conversation, each answered
+  diagnosis  style chat, one step-2 question -> a class sentence
+  concepts   style chat, the concept question -> a concept caption
 """
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from skingpt4.models import tiny_world as world
-from skingpt4.prompting import IMAGE_PLACEHOLDER, IMAGE_TAG, ChatTemplate
+from skingpt4.prompting import IMAGE_PLACEHOLDER, IMAGE_SLOT, IMAGE_TAG, ChatTemplate, layout
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS, CONCEPT_PROMPT
+from skingpt4.prompting.tokenize import tokenize_segment
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CLINICAL_TEXT = Path(__file__).with_name("tiny_corpus.json")
@@ -45,29 +47,24 @@ BLIND_SHARE = 0.25
 PREFIX_SWAP_SHARE = 0.3
 
 
-@dataclass(frozen=True)
-class DialogueFormats:
-    train_template: str    # training prompt, '{}' = the prompt line with the image tag
-    end_sym: str           # appended to every training answer
-    chat: ChatTemplate     # chat rendering (system text, turn markers, stop strings)
-
-
-def dialogue_formats() -> DialogueFormats:
-    """The one place the corpus reads the prompt formats: the model's training layout and the chat template."""
+def dialogue_formats() -> ChatTemplate:
+    """The one place the corpus reads the prompt formats: the tiny variant's chat template, which carries the
+    chat turns and the training layout (`train_prompt`, `end_sym`)."""
     from skingpt4.common.registry import chat_templates
-    from skingpt4.models.skin_gpt4 import SkinGPT4Config
 
-    return DialogueFormats(SkinGPT4Config.prompt_template, SkinGPT4Config.end_sym, chat_templates.get("vicuna_v0"))
+    return chat_templates.get("vicuna_v0")
 
 
 @dataclass(frozen=True)
 class Dialogue:
     kind: str
-    before: str                 # text before the image positions
-    after: tuple[str, ...]      # text after them, in segments tokenized one by one (the trained tokens)
-    cues: tuple[str, ...]       # what the image shows
-    blind: bool = False         # the slot holds noise, not the cues' code
-    unscored_chars: int = 0     # the first characters of the last `after` segment carry no loss
+    style: str                                   # "train" | "chat" (skingpt4.prompting.layout)
+    question: str                                # train: the prompt line, image tag included; chat: the last question
+    answer: str
+    history: tuple[tuple[str, str], ...] = ()    # chat: the earlier (question, reply) turns
+    cues: tuple[str, ...] = ()                   # what the image shows
+    blind: bool = False                          # the slot holds noise; the first reply is given, not trained
+    swapped: bool = False                        # the text before the image is the other layout's (see sample)
 
 
 def _project_data():
@@ -88,10 +85,11 @@ def _prompt_lines(name: str) -> list[str]:
 
 
 class Corpus:
-    """Seeded random dialogues (`sample`), every cue (`cues`) and text for the tokenizer (`tokenizer_lines`)."""
+    """Seeded random dialogues (`sample`), their token layout (`tokens`), every cue (`cues`) and text for the
+    tokenizer (`tokenizer_lines`)."""
 
-    def __init__(self, formats: Optional[DialogueFormats] = None):
-        self.formats = formats or dialogue_formats()
+    def __init__(self, template: Optional[ChatTemplate] = None):
+        self.template = template or dialogue_formats()
         mapping, self.concepts, self.concept_templates, self._concept_caption, self.note = _project_data()
         self.phrases: dict[str, str] = mapping["classes"]
         self.captions = [mapping["caption"], *mapping.get("varied_captions", [])]
@@ -135,29 +133,53 @@ class Corpus:
 
     # ------------------------------------------------------------------------------------------ layouts
     def training(self, kind: str, question: str, answer: str, cues: tuple[str, ...]) -> Dialogue:
-        """SkinGPT4.forward's layout: template(image tag + question), then answer + end_sym as its own segment."""
-        before, after = self.formats.train_template.format(f"{IMAGE_TAG} {question}").split(IMAGE_PLACEHOLDER)
-        return Dialogue(kind, before, (after, answer + self.formats.end_sym), cues)
+        """SkinGPT4.forward's sample: the prompt line (image tag + question) and the answer."""
+        return Dialogue(kind, "train", f"{IMAGE_TAG} {question}", answer, cues=cues)
 
     def chat(self, kind: str, turns: list[tuple[str, str]], cues: tuple[str, ...], blind: bool = False) -> Dialogue:
-        """ChatEngine's layout of the last turn's prompt (the history rendered before it), then its reply.
-        `blind`: the image is withheld and the text up to the end of the first reply is not trained."""
-        template = self.formats.chat
-        (question, reply), history = turns[-1], turns[:-1]
-        before, after = template.split_at_image(template.render(history, question))
-        close = template.stop_strings[0] if template.stop_strings else "</s>"
-        text = f"{after} {reply}{close}"
-        unscored = text.index(turns[0][1]) + len(turns[0][1]) if blind else 0
-        return Dialogue(kind, before, (text,), cues, blind, unscored)
+        """The chat engine's prompt for the last turn (earlier turns in the history), then its reply."""
+        (question, reply), history = turns[-1], tuple(turns[:-1])
+        return Dialogue(kind, "chat", question, reply, history, cues, blind)
+
+    def layout_template(self, dialogue: Dialogue) -> ChatTemplate:
+        """The template a dialogue is laid out with: the corpus's own, or with the text before the image swapped
+        (the system text added to a training sample, or left out of a chat one)."""
+        if not dialogue.swapped:
+            return self.template
+        if dialogue.style == "train":
+            return dataclasses.replace(self.template, train_prompt=self.template.system + self.template.train_prompt)
+        return dataclasses.replace(self.template, system="")
+
+    def tokens(self, dialogue: Dialogue, tokenizer, n_image: int) -> tuple[list[int], int]:
+        """(token ids with IMAGE_SLOT at the image positions, index of the first trained position): every token
+        after the image is trained -- questions and replies -- except, in a blind dialogue, those of the text up
+        to the end of the first reply."""
+        template = self.layout_template(dialogue)
+        laid = layout(template, tokenizer, dialogue.history, dialogue.question, n_image=n_image,
+                      answer=dialogue.answer, style=dialogue.style)
+        start = laid.tokens.index(IMAGE_SLOT) + n_image
+        if dialogue.blind:
+            after = template.render(list(dialogue.history), dialogue.question).split(IMAGE_PLACEHOLDER)[1]
+            first = dialogue.history[0][1] if dialogue.history else dialogue.answer
+            head = after[:after.index(first) + len(first)]
+            full, cut = tokenize_segment(tokenizer, after), tokenize_segment(tokenizer, head)
+            start += next((i for i, (a, b) in enumerate(zip(full, cut)) if a != b), min(len(full), len(cut)))
+        return laid.tokens, start
+
+    def text(self, dialogue: Dialogue) -> str:
+        """The dialogue as plain text (image placeholder left out)."""
+        template = self.layout_template(dialogue)
+        if dialogue.style == "train":
+            prompt, answer = template.render_training(dialogue.question), dialogue.answer + template.end_sym
+        else:
+            prompt = template.render(list(dialogue.history), dialogue.question)
+            answer = template.reply_open + dialogue.answer + template.end_sym
+        return (prompt + answer).replace(IMAGE_TAG, " ").replace(IMAGE_PLACEHOLDER, " ")
 
     # ------------------------------------------------------------------------------------------ sampling
     def sample(self, rng: random.Random) -> Dialogue:
         dialogue = self._sample(rng)
-        if rng.random() < PREFIX_SWAP_SHARE:
-            system = self.formats.chat.system
-            before = dialogue.before[len(system):] if dialogue.before.startswith(system) else system + dialogue.before
-            dialogue = dataclasses.replace(dialogue, before=before)
-        return dialogue
+        return dataclasses.replace(dialogue, swapped=True) if rng.random() < PREFIX_SWAP_SHARE else dialogue
 
     def _sample(self, rng: random.Random) -> Dialogue:
         kind = rng.choices(list(KIND_SHARES), weights=list(KIND_SHARES.values()))[0]
@@ -186,7 +208,4 @@ class Corpus:
 
     def tokenizer_lines(self, n: int, seed: int) -> list[str]:
         """Distinct text of `n` sampled dialogues (image positions left out), for training the tokenizer."""
-        lines = []
-        for dialogue, _ in zip(self.stream(seed), range(n)):
-            lines.append(dialogue.before + " " + " ".join(dialogue.after))
-        return sorted(set(lines))
+        return sorted({self.text(dialogue) for dialogue, _ in zip(self.stream(seed), range(n))})

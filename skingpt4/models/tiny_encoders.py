@@ -48,9 +48,13 @@ class TinyEncoders(nn.Module):
         self.visual_encoder = build_eva_vit(vision)
         self.qformer = build_qformer(qformer, vision.width)
         self.query_tokens = nn.Parameter(torch.randn(1, qformer.num_query_tokens, qformer.hidden_size) * 0.02)
-        with torch.no_grad():  # ln_vision away from its default init, so that a load that misses it shows
+        with torch.no_grad():
+            # ln_vision away from its default init, so that a load that misses it shows
             self.visual_encoder.norm.weight.copy_(1 + 0.1 * torch.randn(vision.width))
             self.visual_encoder.norm.bias.copy_(0.1 * torch.randn(vision.width))
+            # a CLS token of unit scale (timm starts it near 0): every token then reaches ln_vision with a variance
+            # far above its eps, as EVA-ViT-g's do, so an eps that differs (the BLIP-2 export) changes nothing
+            self.visual_encoder.cls_token.copy_(torch.randn_like(self.visual_encoder.cls_token))
 
     def read(self, features: torch.Tensor) -> torch.Tensor:
         """Vision features [B,257,width] -> query outputs [B,32,hidden]."""

@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from skingpt4.models.tiny_corpus import Corpus, Dialogue
-from skingpt4.prompting.tokenize import tokenize_segment
+from skingpt4.prompting import IMAGE_SLOT, layout
 
 IGNORE = -100
 
@@ -76,53 +76,40 @@ class SlotCodes:
 
 
 class Tokenized:
-    """Token ids of a dialogue's segments, memoised (the corpus repeats its sentences)."""
+    """Token layouts of dialogues (Corpus.tokens), memoised: the corpus repeats its sentences."""
 
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self._ids: dict[str, list[int]] = {}
+    def __init__(self, corpus: Corpus, tokenizer, n_slot: int):
+        self.corpus, self.tokenizer, self.n_slot = corpus, tokenizer, n_slot
+        self._rows: dict[Dialogue, tuple[list[int], int]] = {}
 
-    def __call__(self, text: str) -> list[int]:
-        if text not in self._ids:
-            self._ids[text] = tokenize_segment(self.tokenizer, text)
-        return self._ids[text]
+    def __call__(self, dialogue: Dialogue) -> tuple[list[int], int]:
+        """(token ids, IMAGE_SLOT at the image positions; index of the first trained position)."""
+        if dialogue not in self._rows:
+            self._rows[dialogue] = self.corpus.tokens(dialogue, self.tokenizer, self.n_slot)
+        return self._rows[dialogue]
 
-    def layout(self, dialogue: Dialogue) -> tuple[list[int], list[int]]:
-        """(BOS + before, after) token ids."""
-        after = [i for segment in dialogue.after for i in self(segment)]
-        return [self.tokenizer.bos_token_id] + self(dialogue.before), after
-
-    def unscored(self, dialogue: Dialogue) -> int:
-        """How many leading `after` tokens carry no loss (those of the first `unscored_chars` characters)."""
-        if not dialogue.unscored_chars:
-            return 0
-        *head, last = dialogue.after
-        found = self.tokenizer(last, add_special_tokens=False, return_offsets_mapping=True)
-        if found.input_ids != self(last):
-            raise ValueError("the tokenizer's offsets do not match its segment tokens")
-        within = sum(end <= dialogue.unscored_chars for _, end in found.offset_mapping)
-        return sum(len(self(segment)) for segment in head) + within
+    def trained(self, dialogue: Dialogue) -> int:
+        """How many positions carry a loss (each predicts its token from the position before it)."""
+        ids, start = self(dialogue)
+        return len(ids) - start
 
 
 def batch_inputs(llm, tokens: Tokenized, dialogues: Sequence[Dialogue], slots: Sequence[torch.Tensor]) -> dict:
-    """inputs_embeds / attention_mask / labels for [BOS | before | slot | after], right-padded."""
-    rows = [tokens.layout(d) for d in dialogues]
-    n_slot = slots[0].shape[0]
-    length = max(len(b) + n_slot + len(a) for b, a in rows)
+    """inputs_embeds / attention_mask / labels of dialogues laid out with their slots, right-padded."""
+    rows = [tokens(d) for d in dialogues]
+    length = max(len(ids) for ids, _ in rows)
     pad = tokens.tokenizer.pad_token_id
-    ids = torch.full((len(rows), length), pad, dtype=torch.long)
+    ids_t = torch.full((len(rows), length), pad, dtype=torch.long)
     labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
     mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for r, (before, after) in enumerate(rows):
-        start, end = len(before), len(before) + n_slot
-        skip = tokens.unscored(dialogues[r])
-        ids[r, :start] = torch.tensor(before)
-        ids[r, end:end + len(after)] = torch.tensor(after)
-        labels[r, end + skip:end + len(after)] = torch.tensor(after[skip:])
-        mask[r, :end + len(after)] = 1
-    embeds = llm.get_input_embeddings()(ids).clone()
-    for r, (before, _) in enumerate(rows):
-        embeds[r, len(before):len(before) + n_slot] = slots[r]
+    for r, (ids, start) in enumerate(rows):
+        ids_t[r, :len(ids)] = torch.tensor([pad if t == IMAGE_SLOT else t for t in ids])
+        labels[r, start:len(ids)] = ids_t[r, start:len(ids)]
+        mask[r, :len(ids)] = 1
+    embeds = llm.get_input_embeddings()(ids_t).clone()
+    for r, (ids, _) in enumerate(rows):
+        first = ids.index(IMAGE_SLOT)
+        embeds[r, first:first + len(slots[r])] = slots[r]
     return {"inputs_embeds": embeds, "attention_mask": mask, "labels": labels}
 
 
@@ -132,7 +119,7 @@ def pretrain_llm(llm, tokenizer, corpus: Corpus, codes: SlotCodes, recipe: LLMRe
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     stream = corpus.stream(seed)
-    tokens = Tokenized(tokenizer)
+    tokens = Tokenized(corpus, tokenizer, n_slot)
     optimizer = torch.optim.AdamW(llm.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.0)
 
     def lr_at(step: int) -> float:
@@ -149,9 +136,8 @@ def pretrain_llm(llm, tokenizer, corpus: Corpus, codes: SlotCodes, recipe: LLMRe
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step)
         optimizer.zero_grad(set_to_none=True)
-        chunks = _micro_batches([sum(map(len, tokens.layout(d))) + n_slot for d in dialogues], recipe.micro_tokens)
-        counts = [sum(len(tokens.layout(dialogues[i])[1]) - tokens.unscored(dialogues[i]) for i in chunk)
-                  for chunk in chunks]
+        chunks = _micro_batches([len(tokens(d)[0]) for d in dialogues], recipe.micro_tokens)
+        counts = [sum(tokens.trained(dialogues[i]) for i in chunk) for chunk in chunks]
         loss = 0.0
         for chunk, count in zip(chunks, counts):  # token-weighted mean over the whole batch
             part = llm(**batch_inputs(llm, tokens, [dialogues[i] for i in chunk], [slots[i] for i in chunk])).loss
@@ -179,13 +165,12 @@ def _micro_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
 def greedy_reply(llm, tokenizer, corpus: Corpus, slot: torch.Tensor, question: str, max_new_tokens: int = 48,
                  history: Sequence[tuple[str, str]] = ()) -> str:
     """The LLM's greedy chat reply to a question (after `history`) about an image whose slot is given."""
-    template = corpus.formats.chat
-    before, after = template.split_at_image(template.render(list(history), question))
-    tokens = Tokenized(tokenizer)
-    head = [tokenizer.bos_token_id] + tokens(before)
-    tail = tokens(after)
+    template = corpus.template
+    ids = layout(template, tokenizer, list(history), question, n_image=len(slot), style="chat").tokens
+    first = ids.index(IMAGE_SLOT)
     embed = llm.get_input_embeddings()
-    embeds = torch.cat([embed(torch.tensor([head]))[0], slot.to(embed.weight.dtype), embed(torch.tensor([tail]))[0]])
+    text = lambda part: embed(torch.tensor([part]))[0]  # noqa: E731
+    embeds = torch.cat([text(ids[:first]), slot.to(embed.weight.dtype), text(ids[first + len(slot):])])
     out = llm.generate(inputs_embeds=embeds[None], attention_mask=torch.ones(1, len(embeds), dtype=torch.long),
                        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
                        stop_strings=list(template.stop_strings) or None, tokenizer=tokenizer)

@@ -1,4 +1,4 @@
-"""Image processors of DESIGN §3: BLIP-2's CLIP normalisation, a random-resized crop for training and a
+"""Image processors of docs/model.md: BLIP-2's CLIP normalisation, a random-resized crop for training and a
 plain resize (no centre crop, so the whole lesion stays in view) for evaluation and chat."""
 from __future__ import annotations
 

@@ -7,5 +7,16 @@ CLINICAL_PROMPTS = (
     "Based on the previous information, please provide a detailed explanation of the cause of this skin disease.",
     "What treatment and medication should be recommended for this case?",
 )
+# Short names of the four prompts, for buttons, plots and tables.
+CLINICAL_LABELS = ("Describe the skin disease", "Additional features", "Cause", "Treatment and medication")
 # The step-1 (SKINCON) training prompt, used to ask for the concepts an image shows.
 CONCEPT_PROMPT = "Could you describe the medical concepts of skin disease in this image for me?"
+
+
+def prompt_name(prompt: str, index: int) -> str:
+    """The short name of a clinical prompt; another prompt is named by its number and first words."""
+    if prompt in CLINICAL_PROMPTS:
+        return CLINICAL_LABELS[CLINICAL_PROMPTS.index(prompt)]
+    words = prompt.split()
+    short = " ".join(words[:5]) + ("…" if len(words) > 5 else "")
+    return f"Q{index + 1}: {short}"

@@ -1,6 +1,5 @@
-"""Training machinery: the runner (registered `runner_base`), LR schedules (registered by name), the AdamW
-builder, atomic checkpoints, the data plan and metrics. Importing it registers the runner and schedules."""
-from skingpt4.runners import lr_schedules, runner  # noqa: F401  (registration)
+"""Training: the recipe (setup -> train -> cleanup), the runner loop, LR schedules (registered by name), the AdamW
+builder, the data plan, the frozen-feature cache and metrics. See docs/training.md."""
 from skingpt4.runners.config import RunConfig, build_run_config
 from skingpt4.runners.data import Source, as_sources
 from skingpt4.runners.distributed import DistInfo, init_distributed

@@ -1,7 +1,7 @@
 """The `run:` section of a training config: its schema and the checks that must fail before training.
 
 Every key, its default and meaning is listed here and in docs/training.md. Defaults are the paper's
-settings where it states them and MiniGPT-4's where it does not (DESIGN §6).
+settings where it states them and MiniGPT-4's where it does not (docs/training.md).
 """
 from __future__ import annotations
 
@@ -15,14 +15,14 @@ from skingpt4.common import registry
 from skingpt4.common.config import ConfigError, apply_schema
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for_loop")
 DEVICES = ("auto", "cpu", "cuda")
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
 @dataclass
 class RunConfig:
-    task: str = "image_text_pretrain"
-    runner: str = "runner_base"
+    prompt_path: Optional[str] = None   # prompts/*.txt: one prompt line per training item (none: image alone)
     # optimisation
     lr_sched: str = "linear_warmup_cosine_lr"
     init_lr: float = 1e-4
@@ -38,6 +38,11 @@ class RunConfig:
     batch_size_train: int = 2           # per process
     accum_grad_iters: int = 1
     precision: str = "fp32"             # fp32 | bf16 (autocast) | fp16 (autocast + loss scaling)
+    optimizer_impl: str = "auto"        # AdamW kernel: auto (fused on CUDA, else torch's) | fused | foreach | for_loop
+    # speed (docs/performance.md): pack each micro-batch's samples end to end into rows of at most pack_max_tokens
+    # positions instead of padding every sample to the longest (same loss, almost no padding positions)
+    pack_sequences: bool = False
+    pack_max_tokens: int = 512
     seed: int = 42
     # data loading
     num_workers: int = 4
@@ -45,6 +50,7 @@ class RunConfig:
     # devices / distribution (torch.distributed; launched by torchrun or accelerate launch)
     device: str = "auto"                # auto | cpu | cuda
     dist_backend: str = "auto"          # auto (nccl on GPU, gloo on CPU) | nccl | gloo
+    sharding: str = "none"              # none (DDP replicas) | fsdp (FSDP2: weights sharded over processes)
     # outputs
     output_dir: str = "output/run"
     resume_ckpt_path: Optional[str] = None
@@ -58,14 +64,14 @@ class RunConfig:
 def build_run_config(section) -> DictConfig:
     """Validate the `run:` section; raise ConfigError with the key and the fix for any bad setting."""
     cfg = apply_schema(section, RunConfig, where="run")
-    for key in ("init_lr", "min_lr", "warmup_lr", "weight_decay"):
+    if not cfg.init_lr > 0:  # one rule, whatever the wrong value (negative, zero)
+        raise ConfigError(f"run.init_lr must be > 0, got {cfg.init_lr}")
+    for key in ("min_lr", "warmup_lr", "weight_decay"):
         if cfg[key] < 0:
             raise ConfigError(f"run.{key} must be >= 0, got {cfg[key]}")
-    if cfg.init_lr == 0:
-        raise ConfigError("run.init_lr must be > 0, got 0")
     if cfg.min_lr > cfg.init_lr:
         raise ConfigError(f"run.min_lr ({cfg.min_lr}) must not exceed run.init_lr ({cfg.init_lr})")
-    for key in ("max_epoch", "iters_per_epoch", "batch_size_train", "accum_grad_iters", "log_freq"):
+    for key in ("max_epoch", "iters_per_epoch", "batch_size_train", "accum_grad_iters", "log_freq", "pack_max_tokens"):
         if cfg[key] < 1:
             raise ConfigError(f"run.{key} must be >= 1, got {cfg[key]}")
     for key in ("warmup_steps", "num_workers", "save_freq"):
@@ -78,11 +84,13 @@ def build_run_config(section) -> DictConfig:
     if cfg.stop_after_iters is not None and cfg.stop_after_iters < 1:
         raise ConfigError(f"run.stop_after_iters must be >= 1 or null, got {cfg.stop_after_iters}")
     _check_choice(cfg.precision, PRECISIONS, "run.precision")
+    _check_choice(cfg.optimizer_impl, OPTIMIZER_IMPLS, "run.optimizer_impl")
     _check_choice(cfg.device, DEVICES, "run.device")
     _check_choice(cfg.dist_backend, ("auto", "nccl", "gloo"), "run.dist_backend")
-    for key, reg in (("lr_sched", registry.lr_schedulers), ("task", registry.tasks), ("runner", registry.runners)):
-        if cfg[key] not in reg:
-            raise ConfigError(f"run.{key}: {registry.unknown_choice_message(reg.kind, cfg[key], reg.names())}")
+    _check_choice(cfg.sharding, ("none", "fsdp"), "run.sharding")
+    if cfg.lr_sched not in registry.lr_schedulers:
+        raise ConfigError("run.lr_sched: " + registry.unknown_choice_message(
+            registry.lr_schedulers.kind, cfg.lr_sched, registry.lr_schedulers.names()))
     output = Path(cfg.output_dir).expanduser().resolve()
     if output == PACKAGE_DIR or PACKAGE_DIR in output.parents:
         raise ConfigError(f"run.output_dir '{cfg.output_dir}' is inside the skingpt4 package; "

@@ -245,7 +245,10 @@ class PlannedBatches:
             source = int(self.plan.choices[micro_step])
             which = source if source in self.plan.streams else None
             if which not in iterators:
-                iterators[which] = iter(self.planned() if which is None else self.streams[which]())
+                # A DataLoader iterator draws its base seed from the global RNG; keep that stream untouched, so that
+                # what draws from it during training (LoRA dropout) is the same after a resume.
+                with torch.random.fork_rng(devices=[]):
+                    iterators[which] = iter(self.planned() if which is None else self.streams[which]())
             yield next(iterators[which])
 
 

@@ -4,7 +4,7 @@ Each schedule is a pure function of the global optimisation step (0-based), so r
 exactly the LR an uninterrupted run had there. They are applied through torch's `LambdaLR` (the factor is
 lr(step) / init_lr), which keeps the scheduler state in a format torch already saves and restores.
 
-The formulas are MiniGPT-4's (the paper does not state its schedule; DESIGN §6):
+The formulas are MiniGPT-4's (the paper does not state its schedule; docs/training.md):
   warmup (both): lr = warmup_lr + (init_lr - warmup_lr) * step / warmup_steps   for step < warmup_steps
   cosine:        lr = min_lr + (init_lr - min_lr) * (1 + cos(pi * step / total_steps)) / 2
                  (the cosine runs over the whole run counted from step 0, as in MiniGPT-4; with 5000 warmup

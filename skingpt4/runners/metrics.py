@@ -11,17 +11,21 @@ log = logging.getLogger("skingpt4.train")
 
 
 class MetricsLog:
-    def __init__(self, output_dir: Path, resume_step: int, tensorboard: bool):
+    def __init__(self, output_dir: Path, resume_step: int, tensorboard: bool, drop_partial: bool = False):
         self.path = output_dir / "metrics.jsonl"
-        self._truncate_after(resume_step)
+        self._truncate_after(resume_step, drop_partial)
         self.writer = _tensorboard_writer(output_dir / "tensorboard") if tensorboard else None
 
-    def _truncate_after(self, step: int) -> None:
-        """Drop records a killed run logged after its last checkpoint, so a resumed run's log has no repeats."""
+    def _truncate_after(self, step: int, drop_partial: bool) -> None:
+        """Drop records a killed run logged after its last checkpoint, so a resumed run's log has no repeats;
+        with `drop_partial`, also the partial record a stop wrote at `step` (the resumed run's next record
+        covers its steps, as an uninterrupted run's does)."""
         if not self.path.exists():
             return
         lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line)["step"] <= step]
+        records = [json.loads(line) for line in lines]
+        kept = [line for line, r in zip(lines, records)
+                if r["step"] < step or (r["step"] == step and not (drop_partial and r.get("partial")))]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:

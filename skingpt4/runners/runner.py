@@ -1,7 +1,7 @@
 """The training loop: `max_epoch` x `iters_per_epoch` optimisation steps over endlessly re-iterated sources.
 
-One optimisation step = `accum_grad_iters` micro-batches of `batch_size_train` items per process. The task
-turns a batch into a loss (`task.train_step(model, batch)`); the runner owns everything around it: data
+One optimisation step = `accum_grad_iters` micro-batches of `batch_size_train` items per process. The recipe's
+step turns a batch into a loss (`train_step(model, batch)`, runners/recipe.py); the runner owns everything around it: data
 plan, AdamW + LR schedule, autocast and loss scaling, gradient accumulation and clipping, DDP, metrics,
 checkpoints, resume and clean stops.
 
@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -29,20 +29,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
 
-from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
+from skingpt4.common.precision import DTYPES, autocast
 from skingpt4.datasets.bad_images import BadSampleCounter
-from skingpt4.models.checkpoints import save_checkpoint
-from skingpt4.runners import checkpoint as ckpt
+from skingpt4.models import checkpoints as ckpt
 from skingpt4.runners.data import Source, build_train_loader
 from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.metrics import MetricsLog, plot_loss_curve
-from skingpt4.runners.optim import build_optimizer
+from skingpt4.runners import sharding
+from skingpt4.runners.optim import build_optimizer, set_kernel
 
 log = logging.getLogger("skingpt4.train")
 LAST_CHECKPOINT = "checkpoint_last.pth"
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -82,16 +81,23 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
-@registry.runners.register("runner_base")
 class Runner:
-    def __init__(self, cfg: DictConfig, task: Any, model: nn.Module, sources: Sequence[Source], config: dict,
-                 dist: DistInfo):
-        self.cfg, self.task, self.model, self.sources, self.config, self.dist = cfg, task, model, sources, config, dist
+    def __init__(self, cfg: DictConfig, train_step: Callable[[nn.Module, dict], dict], collate: Callable,
+                 model: nn.Module, sources: Sequence[Source], config: dict, dist: DistInfo):
+        self.cfg, self.train_step, self.collate, self.model = cfg, train_step, collate, model
+        self.sources, self.config, self.dist = sources, config, dist
         self.output_dir = Path(cfg.output_dir).expanduser()
         self.total_steps = cfg.max_epoch * cfg.iters_per_epoch
         if cfg.precision == "fp16" and dist.device.type != "cuda":
             raise ConfigError("run.precision=fp16 needs a CUDA device; on CPU use bf16 or fp32")
-        self.optimizer = build_optimizer(model, cfg.init_lr, cfg.weight_decay, cfg.betas)
+        self.sharded = cfg.sharding == "fsdp"
+        if self.sharded:
+            if not dist.distributed:
+                raise ConfigError("run.sharding=fsdp shards the model over several processes; start them with "
+                                  "torchrun --nproc-per-node N (or use run.sharding=none for one process)")
+            sharding.shard_model(model, dist)  # before the optimizer: it steps on the shards
+        self.optimizer = build_optimizer(model, cfg.init_lr, cfg.weight_decay, cfg.betas, cfg.optimizer_impl)
+        self.optimizer_kernel = {k: self.optimizer.param_groups[0][k] for k in ("fused", "foreach")}
         spec = ScheduleSpec(cfg.init_lr, cfg.min_lr, cfg.warmup_lr, cfg.warmup_steps, cfg.iters_per_epoch,
                             cfg.max_epoch, cfg.lr_decay_rate)
         self.scheduler = build_lr_scheduler(cfg.lr_sched, self.optimizer, spec)
@@ -99,12 +105,19 @@ class Runner:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.step = 0
         self._last_batch = None  # stands in (with weight 0) for an all-bad batch under DDP
+        self.window = _Window()  # the steps since the last regular metrics record (kept in checkpoints)
+        self._resumed_window = False
 
     # ------------------------------------------------------------------------------------------ state
-    def state(self) -> dict:
+    def state(self, log_window: Optional[list] = None) -> dict:
+        """Everything a resume needs; `log_window`: every rank's steps since the last metrics record. Sharded,
+        gathering full tensors is a collective: every process builds the state."""
+        sharded = self.sharded
         return {
-            "model": ckpt.trainable_state_dict(self.model),
-            "optimizer": self.optimizer.state_dict(),
+            "model": sharding.full_trainable_state(self.model) if sharded else self.model.trainable_state_dict(),
+            "optimizer": sharding.optimizer_state(self.model, self.optimizer) if sharded else
+            self.optimizer.state_dict(),
+            "sharding": self.cfg.sharding,
             "lr_scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "config": self.config,
@@ -112,23 +125,38 @@ class Runner:
             "step": self.step,
             "global_batch_size": self.global_batch,
             "stream_readers": self.stream_readers,
+            "log_window": log_window if log_window is not None else [[dict(r) for r in self.window.rows]],
             "rng": ckpt.rng_state(),
             "format": ckpt.CHECKPOINT_FORMAT,
         }
 
     def resume(self, path: str) -> None:
-        payload = ckpt.load_checkpoint(path)
-        missing = [k for k in ("optimizer", "lr_scheduler", "step") if k not in payload]
-        if missing:
-            raise ConfigError(f"run.resume_ckpt_path: '{path}' lacks {missing}: it holds weights only, not a run to "
-                              "resume; to start from its projection set model.ckpt instead of run.resume_ckpt_path")
-        ckpt.load_trainable_state_dict(self.model, payload["model"], path)
-        self.optimizer.load_state_dict(payload["optimizer"])
+        payload = ckpt.read_training_checkpoint(path)
+        if payload.get("sharding", "none") != self.cfg.sharding:
+            raise ConfigError(f"config key 'run.resume_ckpt_path': '{path}' was written with run.sharding="
+                              f"{payload.get('sharding', 'none')}; resume it with the same setting")
+        try:
+            if self.sharded:
+                sharding.load_full_trainable_state(self.model, payload["model"], path)
+            else:
+                self.model.load_trainable_state_dict(payload["model"], path)
+        except ckpt.CheckpointError as err:  # name the key, as every other resume error does
+            raise ckpt.CheckpointError(f"config key 'run.resume_ckpt_path': {err}") from None
+        if self.sharded:
+            sharding.load_optimizer_state(self.model, self.optimizer, payload["optimizer"])
+        else:
+            self.optimizer.load_state_dict(payload["optimizer"])
+        set_kernel(self.optimizer, self.optimizer_kernel)  # the config's kernel, not the one the checkpoint ran
         self.scheduler.load_state_dict(payload["lr_scheduler"])
         if payload.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(payload["scaler"])
         ckpt.set_rng_state(payload["rng"])
         self.step = int(payload["step"])
+        windows = payload.get("log_window")
+        if windows is not None:  # the steps since the last record: the next record averages the same steps
+            rows = windows[self.dist.rank] if len(windows) == self.dist.world_size else windows[0]
+            self.window.rows = [dict(row) for row in rows]
+            self._resumed_window = True
         if payload.get("global_batch_size", self.global_batch) != self.global_batch:
             log.warning("resuming with global batch %d, the checkpoint was written with %d: the data order "
                         "differs from the interrupted run", self.global_batch, payload["global_batch_size"])
@@ -137,6 +165,15 @@ class Runner:
                         "with %s: the webdataset sources are read in another order than the interrupted run's",
                         self.stream_readers, payload.get("stream_readers"))
         log.info("resumed from '%s' at step %d (epoch %d)", path, self.step, payload["epoch"])
+
+    def _window_of_every_rank(self) -> list[list[dict]]:
+        """[rank's window rows] for every process (each averages its own steps before the all-reduce)."""
+        rows = [dict(row) for row in self.window.rows]
+        if not self.dist.distributed:
+            return [rows]
+        gathered: list = [None] * self.dist.world_size
+        torch.distributed.all_gather_object(gathered, rows)
+        return gathered
 
     @property
     def stream_readers(self) -> int:
@@ -149,10 +186,13 @@ class Runner:
         return self.cfg.batch_size_train * self.dist.world_size * self.cfg.accum_grad_iters
 
     def save(self, name: str) -> Optional[Path]:
+        windows = self._window_of_every_rank()  # a collective: every rank takes part
+        if not self.dist.is_main and not self.sharded:
+            return None
+        state = self.state(windows)  # sharded: a collective too
         if not self.dist.is_main:
             return None
-        state = self.state()
-        return save_checkpoint(self.output_dir / name, state.pop("model"), **state)
+        return ckpt.save_checkpoint(self.output_dir / name, state.pop("model"), **state)
 
     # ------------------------------------------------------------------------------------------ loop
     def train(self) -> TrainResult:
@@ -165,15 +205,17 @@ class Runner:
                               "run.output_dir")
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.sweep_stale_temp_files(self.output_dir)  # what a run killed while saving left behind
             OmegaConf.save(OmegaConf.create(self.config), self.output_dir / "config.yaml")
-        metrics = MetricsLog(self.output_dir, self.step, cfg.tensorboard) if self.dist.is_main else None
+        metrics = (MetricsLog(self.output_dir, self.step, cfg.tensorboard, drop_partial=self._resumed_window)
+                   if self.dist.is_main else None)
         loader = build_train_loader(
-            self.sources, self.task.collate, batch_size=cfg.batch_size_train, world_size=self.dist.world_size,
+            self.sources, self.collate, batch_size=cfg.batch_size_train, world_size=self.dist.world_size,
             rank=self.dist.rank, seed=cfg.seed, total_micro_steps=self.total_steps * cfg.accum_grad_iters,
             start_micro_step=self.step * cfg.accum_grad_iters, num_workers=cfg.num_workers,
             pin_memory=self.dist.device.type == "cuda")
         forward_model = self.model
-        if self.dist.distributed:
+        if self.dist.distributed and not self.sharded:
             device_ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             # Buffers (rotary tables, position ids) are constants: no per-step sync. Parameters and buffers are
             # still broadcast from rank 0 once at construction.
@@ -184,7 +226,7 @@ class Runner:
                  self.step, stop_at, self.total_steps, self.global_batch, cfg.batch_size_train,
                  self.dist.world_size, cfg.accum_grad_iters)
         status, checkpoint = "finished", None
-        window = _Window()
+        window = self.window
         batches = iter(loader)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.dist.is_main and cfg.progress_bar),
                    desc="train", dynamic_ncols=True)
@@ -197,7 +239,8 @@ class Runner:
                     bar.set_postfix(loss=f"{window.last_loss:.4f}", lr=f"{window.last_lr:.2e}",
                                     samples_s=f"{window.last_rate:.1f}")
                     if self.step % cfg.log_freq == 0 or self.step == stop_at:
-                        self._log(window, metrics)
+                        self._log(window, metrics, partial=self.step % cfg.log_freq != 0
+                                  and self.step != self.total_steps)
                     if self.step % cfg.iters_per_epoch == 0:
                         checkpoint = self.save(f"checkpoint_{self.step // cfg.iters_per_epoch - 1}.pth")
                     if (self.step % cfg.iters_per_epoch == 0 or (cfg.save_freq and self.step % cfg.save_freq == 0)
@@ -205,8 +248,8 @@ class Runner:
                         checkpoint = self.save(LAST_CHECKPOINT)
                     if self._any_rank(stop.requested):
                         status = "interrupted"
-                        if window.rows:
-                            self._log(window, metrics)  # the steps since the last record
+                        if window.unlogged:
+                            self._log(window, metrics, partial=True)  # the steps since the last record
                         break
         except KeyboardInterrupt:
             # Second Ctrl-C, possibly inside optimizer.step(): saving now could store a half-updated state.
@@ -237,8 +280,7 @@ class Runner:
         cfg, device = self.cfg, self.dist.device
         started = time.perf_counter()
         data_time, losses, bad_items, skipped, did_backward = 0.0, [], 0, 0, False
-        autocast = torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(cfg.precision, torch.float32),
-                                  enabled=cfg.precision in AUTOCAST_DTYPES)
+        mixed_precision = autocast(device, DTYPES[cfg.precision])
         for micro in range(cfg.accum_grad_iters):
             fetch_start = time.perf_counter()
             packed = next(batches)
@@ -256,8 +298,11 @@ class Runner:
                 batch, weight = to_device(batch, device), 1.0
                 self._last_batch = batch
             sync = micro == cfg.accum_grad_iters - 1 or not self.dist.distributed
-            with (contextlib.nullcontext() if sync else forward_model.no_sync()), autocast:
-                loss = self.task.train_step(forward_model, batch)["loss"]
+            if self.sharded:
+                forward_model.set_requires_gradient_sync(sync)
+            no_sync = contextlib.nullcontext() if sync or self.sharded else forward_model.no_sync()
+            with no_sync, mixed_precision:
+                loss = self.train_step(forward_model, batch)["loss"]
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower run.init_lr or "
                                              "use run.precision=bf16/fp32")
@@ -268,7 +313,8 @@ class Runner:
         grad_norm = float("nan")
         if did_backward:
             self.scaler.unscale_(self.optimizer)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm or math.inf))
+            norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm or math.inf)
+            grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
@@ -282,12 +328,15 @@ class Runner:
         return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "time": elapsed, "data_time": data_time,
                 "samples": self.global_batch, "bad_items": bad_items, "skipped_batches": skipped}
 
-    def _log(self, window: "_Window", metrics: Optional[MetricsLog]) -> None:
-        summary = window.flush()
+    def _log(self, window: "_Window", metrics: Optional[MetricsLog], partial: bool = False) -> None:
+        """Write a metrics record of the window. A `partial` one (a stop between two regular records) keeps the
+        window's steps: they go into the checkpoint, so a resumed run's next record averages exactly the steps
+        an uninterrupted run's does, and the partial record is dropped on resume."""
+        summary = window.flush(keep=partial)
         # Mean over processes (all ranks reach this point at the same step, so the collective matches).
         loss = all_reduce_mean(torch.tensor([summary["loss"]], device=self.dist.device), self.dist).item()
         record = {"step": self.step, "epoch": self.step // self.cfg.iters_per_epoch, **summary, "loss": loss,
-                  "bad_samples": self.bad_samples()}
+                  "bad_samples": self.bad_samples(), **({"partial": True} if partial else {})}
         window.logged_loss = loss
         if metrics is not None:
             metrics.write(record)
@@ -310,22 +359,23 @@ def format_bad_samples(bad: dict[str, dict[str, int]]) -> str:
 
 
 class _Window:
-    """Accumulates per-step figures between two metric records."""
+    """Accumulates per-step figures between two regular metric records (`rows` is saved in checkpoints)."""
 
     def __init__(self):
         self.rows: list[dict] = []
+        self.unlogged = False  # steps were added since the last record (regular or partial)
         self.last_loss = self.last_lr = self.last_rate = float("nan")
         self.logged_loss: Optional[float] = None
-        self.count = 0
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        self.count += 1
+        self.unlogged = True
         self.last_loss, self.last_lr = row["loss"], row["lr"]
         self.last_rate = row["samples"] / row["time"] if row["time"] > 0 else float("nan")
 
-    def flush(self) -> dict:
-        rows, self.rows = self.rows, []
+    def flush(self, keep: bool = False) -> dict:
+        rows = self.rows
+        self.rows, self.unlogged = (list(rows) if keep else []), False
         losses = [r["loss"] for r in rows if not math.isnan(r["loss"])]
         total_time = sum(r["time"] for r in rows)
         return {

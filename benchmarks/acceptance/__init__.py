@@ -1,0 +1,1 @@
+"""Sections of benchmarks/gpu_acceptance.py (the full-size acceptance run; docs/performance.md)."""

@@ -1,0 +1,46 @@
+"""The one class table (`classes.json` beside this file; docs/datasets.md): the paper's 15 diagnosis classes +
+Others, each with its patient-friendly phrase, the synonyms that name it in free text and the Dermnet folders that
+feed it; the step-2 caption sentences; the negation cues. Data preparation writes training captions from it, the
+evaluation reads answers with it, and the differential scores its sentences."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+CLASS_TABLE = Path(__file__).resolve().parent / "classes.json"
+
+
+class ClassTableError(ValueError):
+    """A class table that cannot be used; the message names the file and the problem."""
+
+
+def read_class_table(path: Optional[str | Path] = None) -> dict[str, Any]:
+    path = Path(path) if path else CLASS_TABLE
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ClassTableError(f"cannot read the class table '{path}': {err}") from None
+    classes = table.get("classes")
+    if not isinstance(classes, list) or not classes:
+        raise ClassTableError(f"class table '{path}': expected a non-empty 'classes' list")
+    for key in ("caption", "negation"):
+        if key not in table:
+            raise ClassTableError(f"class table '{path}' lacks '{key}'")
+    for caption in [table["caption"], *table.get("varied_captions", [])]:
+        if "{phrase}" not in caption:
+            raise ClassTableError(f"class table '{path}': every caption must contain {{phrase}}, got {caption!r}")
+    for entry in classes:
+        missing = [k for k in ("name", "phrase", "synonyms") if k not in entry]
+        if missing:
+            raise ClassTableError(f"class table '{path}': class {entry.get('name', entry)!r} lacks {missing}")
+    names = [c["name"] for c in classes]
+    if len(set(names)) != len(names):
+        raise ClassTableError(f"class table '{path}': class names must be unique: {names}")
+    return table
+
+
+def class_sentence(table: dict[str, Any], name: str, caption: Optional[str] = None) -> str:
+    """The step-2 caption of a class ("This looks like acne or rosacea.")."""
+    phrase = next(c["phrase"] for c in table["classes"] if c["name"] == name)
+    return (caption or table["caption"]).format(phrase=phrase)

@@ -1,0 +1,5 @@
+import sys
+
+from skingpt4.export.cli import main
+
+sys.exit(main())

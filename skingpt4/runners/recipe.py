@@ -1,0 +1,90 @@
+"""The training recipe of both SkinGPT-4 steps (docs/training.md): setup -> train -> cleanup.
+
+    setup:   check the config (cheap, before anything heavy), start torch.distributed, build the datasets named
+             in `datasets:`, the model (`build_model`), the prompt lines (`run.prompt_path`) and, with
+             `run.cache_frozen_features`, the cached Q-Former outputs.
+    train:   the `Runner` loop; each step is `train_step`: the language-model loss on the answer tokens, given
+             [BOS | prompt | 32 projected image queries | prompt rest] (the model's template, `train` style).
+    cleanup: the process group.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from skingpt4.common.config import ConfigError, require_path, to_plain
+from skingpt4.preflight import check_config_paths
+from skingpt4.prompting.prompt_files import draw_prompts, read_prompt_lines
+from skingpt4.runners.config import build_run_config
+from skingpt4.runners.data import Source, as_sources
+from skingpt4.runners.distributed import DistInfo, init_distributed, shutdown
+from skingpt4.runners.runner import Runner, TrainResult
+
+log = logging.getLogger("skingpt4.train")
+
+
+@dataclass
+class TrainStep:
+    """A batch -> the model's loss; each item gets a prompt line drawn with its own seed (prompt_files.py).
+    pack_tokens > 0: the samples are packed into rows of at most that many positions (`run.pack_sequences`)."""
+
+    prompt_lines: Sequence[str]
+    pack_tokens: int = 0
+
+    def __call__(self, model: nn.Module, batch: dict) -> dict:
+        samples = {"text_input": batch["text_input"],
+                   "prompt": draw_prompts(self.prompt_lines, batch["item_seed"], batch.get("prompt"))}
+        samples.update({k: batch[k] for k in ("queries", "image") if k in batch})
+        return model(samples, pack_tokens=self.pack_tokens)
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Cheap checks that must fail before anything heavy is loaded."""
+    model_cfg = cfg.get("model")
+    if model_cfg is None:
+        raise ConfigError("the config has no 'model' section; see train_configs/ for examples")
+    if model_cfg.get("ckpt"):
+        require_path(model_cfg.ckpt, "model.ckpt",
+                     "the checkpoint to start from (for step 2: the step-1 checkpoint_last.pth)", "file")
+    if not cfg.get("datasets"):
+        raise ConfigError("the config has no 'datasets' section: name at least one dataset builder to train on")
+
+
+def setup(cfg: DictConfig) -> Runner:
+    from skingpt4.datasets import build_datasets, collate
+    from skingpt4.models.build import build_model
+    from skingpt4.runners.feature_cache import cache_queries
+
+    run_cfg = build_run_config(cfg.get("run"))
+    check_config_paths(cfg, "train")  # every wrong path at once, before anything loads
+    check_config(cfg)
+    prompt_lines = read_prompt_lines(run_cfg.prompt_path)
+    dist = init_distributed(run_cfg.device, run_cfg.dist_backend)
+    logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING,
+                        format=f"%(asctime)s [rank {dist.rank}] %(name)s: %(message)s", datefmt="%H:%M:%S")
+    random.seed(run_cfg.seed)
+    torch.manual_seed(run_cfg.seed)  # the projection's initialisation when no model.ckpt is given
+    sources = as_sources(build_datasets(cfg.datasets))
+    model = build_model(cfg.model, device=str(dist.device))
+    if run_cfg.cache_frozen_features:
+        sources = [Source(s.name, cache_queries(model, s, run_cfg.batch_size_train, dist), s.ratio) for s in sources]
+    pack_tokens = run_cfg.pack_max_tokens if run_cfg.pack_sequences else 0
+    return Runner(run_cfg, TrainStep(prompt_lines, pack_tokens), collate, model, sources, to_plain(cfg), dist)
+
+
+def run_training(cfg: DictConfig) -> tuple[TrainResult, nn.Module]:
+    """setup -> train -> cleanup. Returns the result and the trained model."""
+    try:
+        runner = setup(cfg)
+        return runner.train(), runner.model
+    finally:
+        shutdown()
+
+
+__all__ = ["DistInfo", "TrainStep", "check_config", "run_training", "setup"]

@@ -1,0 +1,78 @@
+"""Sharded training (`run.sharding: fsdp`): every process holds 1/N of every weight, frozen ones included, instead
+of a whole replica (docs/scaling.md, "Sharded training").
+
+The engine is PyTorch's FSDP2 (`torch.distributed.fsdp.fully_shard`), the one that accelerate's FSDP plugin drives
+(`fsdp_version: 2`); it runs on NCCL and on gloo (CPU), so the same code is tested on a CPU. The units are the
+LLM's decoder layers (the classes in its `_no_split_modules`) and the EVA blocks, each all-gathered just before
+it runs and freed after; the rest (embeddings, Q-Former, projection, query tokens) is the root unit. Gradients
+are reduce-scattered (averaged over processes, as DDP does); the optimizer steps on the local shards.
+
+Checkpoints stay in the one format of `{"model": trainable parameters (full tensors), ...}`; the optimizer state
+is saved as torch.distributed.checkpoint's full state dict (parameter names as keys), gathered on every process
+and written by rank 0, so a sharded run resumes on any number of processes.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from skingpt4.runners.distributed import DistInfo
+
+log = logging.getLogger("skingpt4.train")
+
+
+def shard_model(model: nn.Module, dist: DistInfo) -> nn.Module:
+    """fully_shard the units of `model` (in place) over all processes; build the optimizer afterwards."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(dist.device.type, (dist.world_size,))
+    unit_classes = set(getattr(model.llm, "_no_split_modules", None) or ())
+    units = [m for m in model.llm.modules() if type(m).__name__ in unit_classes]
+    units += list(getattr(model.visual_encoder, "blocks", []))
+    for unit in units:
+        fully_shard(unit, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    log.info("sharded the model over %d processes (FSDP2: %d units + root)", dist.world_size, len(units))
+    return model
+
+
+def is_sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def full_trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters as full CPU tensors; a collective: every process calls it."""
+    return {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().to("cpu", copy=True)
+            for name, p in model.named_parameters() if p.requires_grad}
+
+
+def load_full_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load full trainable tensors into the sharded parameters (each process keeps its shard)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    from skingpt4.models.checkpoints import CheckpointError
+
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = sorted(names - set(state)), sorted(set(state) - names)
+    if missing or unexpected:
+        raise CheckpointError(f"checkpoint '{source}' does not match the trainable parameters: "
+                              f"missing {missing}, unexpected {unexpected}")
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True,
+                                                                               cpu_offload=True))
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
