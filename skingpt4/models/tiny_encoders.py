@@ -157,7 +157,7 @@ def centroid_probe(train: torch.Tensor, train_labels: Sequence, test: torch.Tens
 
 @torch.no_grad()
 def probe_world(encoders: Callable[[torch.Tensor], torch.Tensor], image_size: int, seed: int,
-                train_per_look: int = 6, test_per_look: int = 4, draw_size: int = 256) -> dict[str, float]:
+                train_per_look: int = 4, test_per_look: int = 3, draw_size: int = 256) -> dict[str, float]:
     """Held-out nearest-centroid accuracy on fresh images: the 23 Dermnet folder looks, and the 48 concept
     glyphs (one glyph per image). Chance: 1/23 and 1/48."""
     rng = np.random.default_rng(seed)
