@@ -31,23 +31,27 @@ def sharpened(template: str):
     return model
 
 
-@pytest.mark.parametrize("template", ["vicuna_v0", "llama2_chat"])
-def test_batched_scores_equal_one_plain_forward_pass_per_class(tiny_assets, template):
+@pytest.mark.parametrize("template,length_norm", [("vicuna_v0", "none"), ("llama2_chat", "none"),
+                                                  ("vicuna_v0", "mean")])
+def test_batched_scores_equal_one_plain_forward_pass_per_class(tiny_assets, template, length_norm):
     model = sharpened(template)
     answers = class_answers()
     assert len(answers) == 16 and answers[0] == ClassAnswer("Acne and rosacea", "This looks like acne or rosacea.")
-    scorer = DifferentialScorer(model, answers)
+    scorer = DifferentialScorer(model, answers, length_norm=length_norm)
     image_embeds = model.encode_image(torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(2)))
     batched = scorer.scores(image_embeds)
-    reference = torch.tensor(reference_scores(model, image_embeds, scorer.question, answers))
-    torch.testing.assert_close(batched, reference, rtol=0, atol=1e-5)
+    reference = torch.tensor(reference_scores(model, image_embeds, scorer.question, answers, length_norm))
+    # 1e-5 per answer token: a summed score adds up its tokens' float32 rounding
+    per_token = torch.tensor([1.0 if length_norm == "mean" else len(ids) for ids in scorer.answer_ids])
+    assert ((batched - reference).abs() <= 1e-5 * per_token).all(), (batched - reference).abs().max()
     assert batched.std() > 0.05  # the classes are told apart, so the equality means something
-    result = scorer.differential(image_embeds, temperature=0.1, abstain_below=0.99)
+    temperature = 0.1 if length_norm == "mean" else 10.0  # no probability underflows to a tie
+    result = scorer.differential(image_embeds, temperature=temperature, abstain_below=0.99)
     assert [c for c, _ in result.ranked] == [answers[i].name for i in torch.argsort(batched, descending=True)]
     assert math.isclose(sum(p for _, p in result.ranked), 1.0, rel_tol=1e-9)
     assert result.abstained == (result.ranked[0][1] < 0.99)
     top = result.ranked[0][1]  # just above the top probability: the scorer abstains
-    assert scorer.differential(image_embeds, temperature=0.1, abstain_below=(1 + top) / 2).abstained
+    assert scorer.differential(image_embeds, temperature=temperature, abstain_below=(1 + top) / 2).abstained
     assert result.as_json()["differential"][0]["class"] == result.top
 
 
@@ -73,6 +77,11 @@ def test_ece_brier_and_coverage_equal_hand_computed_values():
     assert at[0.85]["coverage"] == 0.25 and at[0.85]["accuracy"] == 1.0
     with pytest.raises(ValueError, match="temperature must be > 0"):
         probabilities(probs, 0.0)
+
+
+def test_an_unknown_length_norm_is_named(tiny_model):
+    with pytest.raises(ConfigError, match=r"evaluation.differential.length_norm=median: choose one of none, mean"):
+        DifferentialScorer(tiny_model, class_answers(), length_norm="median")
 
 
 @pytest.fixture(scope="module")

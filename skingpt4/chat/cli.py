@@ -94,7 +94,9 @@ def differential_for(engine: ChatEngine, conv: Conversation) -> dict:
     fitted = read_calibration(model.cfg.ckpt, model)
     temperature = fitted["temperature"] if fitted else 1.0
     abstain_below = fitted.get("abstain_below", DEFAULT_ABSTAIN_BELOW) if fitted else DEFAULT_ABSTAIN_BELOW
-    result = DifferentialScorer(model, class_answers()).differential(conv.image_embeds, temperature, abstain_below)
+    length_norm = fitted.get("length_norm", "none") if fitted else "none"  # the scores the temperature was fitted on
+    result = DifferentialScorer(model, class_answers(), length_norm=length_norm).differential(
+        conv.image_embeds, temperature, abstain_below)
     return {**result.as_json(), "abstain_below": abstain_below,
             "calibration_file": str(calibration_path(model.cfg.ckpt)) if fitted else None,
             "message": ABSTAIN_MESSAGE if result.abstained else None}

@@ -3,8 +3,10 @@ LLM's likelihood of that class's answer sentence, given the image and the diagno
 
 For one image the conversation [BOS | prompt | 32 image embeddings | question] is laid out as in chat (the model's
 template, `style="chat"`), and each class's answer is the sentence the model is trained on in step 2 ("This looks
-like {phrase}.", from the class table) followed by the template's end symbol. A class's score is the mean log
-probability of its answer tokens (length-normalised, so long class names are not penalised). All classes are scored
+like {phrase}.", from the class table) followed by the template's end symbol. A class's score is the
+log-likelihood of its answer (`length_norm: none`, the default) or its mean per answer token (`length_norm: mean`,
+length-normalised). On the trained tiny model the per-token mean lowers top-1 (long class phrases gain many
+near-certain continuation tokens): docs/evaluation.md, "Differential". All classes are scored
 in one batched forward pass that reuses the prompt: the prompt runs once, its KV cache is repeated for the classes,
 and the answers run as one right-padded batch. Probabilities are softmax(score / T); T is fitted on a validation
 split (`evaluate.py --task calibrate`) and kept in a file next to the projection checkpoint
@@ -25,6 +27,7 @@ from skingpt4.common.config import ConfigError
 from skingpt4.common.fingerprint import sha256_state_dict
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
+LENGTH_NORMS = ("none", "mean")  # a class's score: its answer's log-likelihood, or that per answer token
 ABSTAIN_MESSAGE = "Unsure: the model is not confident about this image. Please see a dermatologist."
 DEFAULT_ABSTAIN_BELOW = 0.5  # used when no calibration file sets its own threshold
 
@@ -40,7 +43,7 @@ class Differential:
     """Classes ranked by probability; `abstained` when the top probability is below the threshold."""
 
     ranked: list[tuple[str, float]]   # (class, probability), most likely first
-    scores: dict[str, float]          # class -> mean log-probability of its answer (uncalibrated)
+    scores: dict[str, float]          # class -> log-likelihood of its answer (uncalibrated)
     temperature: float
     abstained: bool
 
@@ -67,9 +70,13 @@ def probabilities(scores: torch.Tensor, temperature: float) -> torch.Tensor:
 
 
 class DifferentialScorer:
-    def __init__(self, model, answers: Sequence[ClassAnswer], question: str = CLINICAL_PROMPTS[0]):
+    def __init__(self, model, answers: Sequence[ClassAnswer], question: str = CLINICAL_PROMPTS[0],
+                 length_norm: str = "none"):
         if not answers:
             raise ValueError("no class answers to score")
+        if length_norm not in LENGTH_NORMS:
+            raise ConfigError(f"evaluation.differential.length_norm={length_norm}: choose one of {', '.join(LENGTH_NORMS)}")
+        self.length_norm = length_norm
         self.model, self.answers, self.question = model, list(answers), question
         self.classes = [a.name for a in self.answers]
         layouts = [model.layout((), question, answer=a.sentence, style="chat") for a in self.answers]
@@ -80,7 +87,8 @@ class DifferentialScorer:
 
     @torch.no_grad()
     def scores(self, image_embeds: torch.Tensor) -> torch.Tensor:
-        """image_embeds [1,32,H] (projected) -> [C] mean log-probability of each class's answer tokens."""
+        """image_embeds [1,32,H] (projected) -> [C] log-likelihood of each class's answer (per token with
+        length_norm "mean")."""
         model, llm = self.model, self.model.llm
         prefix, attention = model.embed([self.prompt], image_embeds)
         out = llm(inputs_embeds=prefix, attention_mask=attention, use_cache=True)
@@ -98,7 +106,8 @@ class DifferentialScorer:
         # The first answer token is predicted by the prompt's last position, token j by answer position j - 1.
         predicting = torch.cat([last.expand(n, 1, -1), logits[:, :-1]], dim=1)
         token_logp = torch.log_softmax(predicting, dim=-1).gather(2, ids[..., None])[..., 0]
-        return (token_logp * mask).sum(1) / mask.sum(1)
+        total = (token_logp * mask).sum(1)
+        return total / mask.sum(1) if self.length_norm == "mean" else total
 
     def differential(self, image_embeds: torch.Tensor, temperature: float = 1.0,
                      abstain_below: Optional[float] = None) -> Differential:
@@ -110,7 +119,8 @@ class DifferentialScorer:
         return Differential(ranked, dict(zip(self.classes, scores.tolist())), temperature, abstained)
 
 
-def reference_scores(model, image_embeds: torch.Tensor, question: str, answers: Sequence[ClassAnswer]) -> list[float]:
+def reference_scores(model, image_embeds: torch.Tensor, question: str, answers: Sequence[ClassAnswer],
+                     length_norm: str = "none") -> list[float]:
     """Each class in its own plain forward pass over [prompt + answer] (no cache, no batching): the independent
     reference the batched scorer is tested against."""
     out = []
@@ -121,7 +131,8 @@ def reference_scores(model, image_embeds: torch.Tensor, question: str, answers: 
             logits = model.llm(inputs_embeds=inputs["inputs_embeds"]).logits[0].float()
             logp = torch.log_softmax(logits, dim=-1)
             positions = range(lay.prompt_length, len(lay.tokens))
-            out.append(sum(float(logp[p - 1, lay.tokens[p]]) for p in positions) / len(positions))
+            total = sum(float(logp[p - 1, lay.tokens[p]]) for p in positions)
+            out.append(total / len(positions) if length_norm == "mean" else total)
     return out
 
 

@@ -19,12 +19,13 @@ class DifferentialPanel:
     def _prepare(self, engine) -> None:
         if self._scorer is None:
             model = engine.model
-            self._scorer = DifferentialScorer(model, class_answers())
             try:
                 fitted = read_calibration(model.cfg.ckpt, model)
             except ConfigError as err:  # a stale calibration file: say so instead of showing misleading numbers
                 self.problem = str(err)
                 fitted = None
+            length_norm = fitted.get("length_norm", "none") if fitted else "none"  # as the temperature was fitted
+            self._scorer = DifferentialScorer(model, class_answers(), length_norm=length_norm)
             self._settings = ((fitted["temperature"], fitted.get("abstain_below", DEFAULT_ABSTAIN_BELOW), True)
                               if fitted else (1.0, DEFAULT_ABSTAIN_BELOW, False))
 

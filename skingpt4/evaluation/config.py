@@ -31,6 +31,7 @@ class MetricsSettings:
 class DifferentialSettings:
     question: str = CLINICAL_PROMPTS[0]  # the diagnosis question the class answers follow
     abstain_below: float = 0.5           # top probability below this: "unsure, see a dermatologist"
+    length_norm: str = "none"            # none: the answer's log-likelihood; mean: per answer token
     validation_cases: Optional[str] = None  # calibrate: the validation split (never the test cases)
 
 

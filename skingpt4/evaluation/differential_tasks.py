@@ -30,7 +30,7 @@ log = logging.getLogger("skingpt4.evaluation")
 def scorer(ctx) -> DifferentialScorer:
     if getattr(ctx, "_differential_scorer", None) is None:
         ctx._differential_scorer = DifferentialScorer(ctx.engine.model, class_answers(ctx.ev.class_file),
-                                                      ctx.ev.differential.question)
+                                                      ctx.ev.differential.question, ctx.ev.differential.length_norm)
     return ctx._differential_scorer
 
 
@@ -82,6 +82,7 @@ def calibrate(ctx) -> dict:
     temperature = cal.fit_temperature(scores, labels)
     before, after = probabilities(scores, 1.0), probabilities(scores, temperature)
     record = {"temperature": temperature, "abstain_below": ctx.ev.differential.abstain_below,
+              "length_norm": ctx.ev.differential.length_norm,
               "question": ctx.ev.differential.question, "fitted_on": str(source), "n": len(cases),
               "projection_sha256": projection_sha256(ctx.engine.model),
               "checkpoint": str(checkpoint), "nll_before": cal.nll(scores, labels, 1.0),
@@ -105,6 +106,9 @@ def differential(ctx) -> dict:
     problems += failed
     model, classes = ctx.engine.model, scorer(ctx).classes
     fitted = read_calibration(_checkpoint(ctx), model)
+    if fitted and fitted.get("length_norm", "none") != ctx.ev.differential.length_norm:
+        raise ConfigError(f"the calibration next to '{_checkpoint(ctx)}' was fitted with evaluation.differential."
+                          f"length_norm={fitted.get('length_norm', 'none')}; use the same setting or fit again")
     temperature = fitted["temperature"] if fitted else 1.0
     threshold = ctx.ev.differential.abstain_below
     labels = _labels(cases, classes)
@@ -117,7 +121,7 @@ def differential(ctx) -> dict:
                      "p_label": float(p[label]), "correct": order[0] == label,
                      "abstained": float(p[order[0]]) < threshold, "skin_type": case.skin_type or ""})
     write_csv(ctx.out / "differential.csv", rows, list(rows[0]) if rows else ["case_id"])
-    summary = {"task": "differential", "temperature": temperature,
+    summary = {"task": "differential", "temperature": temperature, "length_norm": ctx.ev.differential.length_norm,
                "calibration_file": str(calibration_path(_checkpoint(ctx))) if fitted else None,
                "abstain_below": threshold, "classes": classes,
                "before": cal.calibration_summary(before, labels), "after": cal.calibration_summary(after, labels),
