@@ -62,6 +62,7 @@ def load_full_trainable_state(model: nn.Module, state: dict[str, torch.Tensor], 
     if missing or unexpected:
         raise CheckpointError(f"checkpoint '{source}' does not match the trainable parameters: "
                               f"missing {missing}, unexpected {unexpected}")
+    # strict=False only because the frozen parameters are not in `state`; the trainable keys were checked above
     set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, strict=False))
 
 
