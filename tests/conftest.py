@@ -79,6 +79,9 @@ def subprocess_env(tiny_assets) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([str(NETGUARD_DIR), str(REPO_ROOT), env.get("PYTHONPATH", "")])
     env["SKINGPT4_TINY_ASSETS"] = str(tiny_assets)
     env["SKINGPT4_TINY_CKPT"] = str(tiny_assets / "projection.pth")
+    # One intra-op thread, as in this process (pytest_configure): results compared bit for bit across processes
+    # (kill-and-resume) then use the same float reduction order whatever the machine's core count.
+    env["OMP_NUM_THREADS"] = "1"
     return env
 
 
