@@ -14,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from skingpt4.common.config import ConfigError, load_config
 from skingpt4.preflight import check_config_paths
 from skingpt4.evaluation.cases import CaseError
@@ -39,11 +41,12 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         cfg = load_config(args.cfg_path, args.options)
-        ctx = EvalContext(cfg, Path(args.out), resume=args.resume)
-        check_config_paths(cfg, "evaluate", args.task, args.inputs)  # every wrong path at once, before loading
+        if args.inputs:  # the command line's questionnaire files stand in the config, where the task reads them
+            OmegaConf.update(cfg, "evaluation.questionnaire.inputs", list(args.inputs), force_add=True)
+        ctx = EvalContext(cfg, Path(args.out), resume=args.resume)  # the evaluation section's keys and values
+        check_config_paths(cfg, "evaluate", args.task)  # every wrong path at once, before the model loads
         ctx.out.mkdir(parents=True, exist_ok=True)
-        task = TASKS[args.task]
-        summary = task(ctx, args.inputs) if args.task == "questionnaire" else task(ctx)
+        summary = TASKS[args.task].run(ctx)
     except (ConfigError, CaseError, CheckpointError, QuestionnaireError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

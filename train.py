@@ -1,6 +1,6 @@
 """Train SkinGPT-4 from a YAML config (the recipe: skingpt4/runners/recipe.py; docs/training.md).
 
-    python train.py --cfg-path train_configs/skingpt4_llama2_13bchat_step1.yaml
+    python train.py --cfg-path train_configs/step1.yaml
     python train.py --cfg-path train_configs/tiny_step1.yaml --options run.max_epoch=1 run.output_dir=output/try
     torchrun --nproc-per-node 8 train.py --cfg-path ...          # one process per GPU (gloo on CPU)
     accelerate launch --multi_gpu --num_processes 8 train.py --cfg-path ...

@@ -2,9 +2,9 @@
 peak memory and KV-cache size, greedy, at batch 1 (`ChatEngine.ask`) and batch N (`ChatEngine.ask_batch`, N
 conversations at once, left-padded); both reuse each conversation's KV cache across turns.
 
-    python benchmarks/bench_chat.py                                   # tiny model on CPU (make tiny_assets first)
-    python benchmarks/bench_chat.py --cfg-path eval_configs/skingpt4_llama2_13bchat.yaml --device cuda:0
-    python benchmarks/bench_chat.py --kv-cache static --compile         # static cache + torch.compile
+    python -m benchmarks.bench_chat                                   # tiny model on CPU (make tiny_assets first)
+    python -m benchmarks.bench_chat --cfg-path eval_configs/skingpt4_llama2_13bchat.yaml --device cuda:0
+    python -m benchmarks.bench_chat --kv-cache static --compile         # static cache + torch.compile
 
 Timing comes from the LLM's own forward passes: the first pass of a turn is the prefill (its end is the first
 token), every later pass is one decoding step. Peak memory is the process's resident set (CPU, sampled every
@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from PIL import Image
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
-from acceptance.common import PeakMemory  # noqa: E402  (the acceptance run's meter, shared)
-from skingpt4.chat import ChatEngine, DecodingConfig  # noqa: E402
-from skingpt4.chat.build import build_engine, read_chat_config  # noqa: E402
-from skingpt4.prompting.clinical import CLINICAL_PROMPTS  # noqa: E402
+from benchmarks.timing import PeakMemory
+from skingpt4.chat import ChatEngine, DecodingConfig
+from skingpt4.chat.build import build_engine, read_chat_config
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 FOLLOW_UPS = ["Is it contagious?", "How long will it last?", "Should I see a doctor soon?", "Can I use a cream?",
               "What should I avoid?", "Could it be something else?"]

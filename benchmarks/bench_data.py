@@ -1,18 +1,14 @@
 """Data-loading throughput: images/s through the training transform (decode + RandomResizedCrop 224 +
 normalise + collate), by DataLoader worker count, for a prepared folder and for webdataset shards.
 
-    python benchmarks/bench_data.py                       # generates synthetic 512x512 data in a temp dir
-    python benchmarks/bench_data.py --folder data/prepared/dermnet --shards data/shards/dermnet --workers 0 2 4 8
+    python -m benchmarks.bench_data                       # generates synthetic 512x512 data in a temp dir
+    python -m benchmarks.bench_data --folder data/prepared/dermnet --shards data/shards/dermnet --workers 0 2 4 8
 
 The paper's schedule consumes about 40 samples/s over 8 GPUs (batch 2 per GPU); the loader keeps up when the
 figure here, per GPU process, is well above 5 images/s.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python benchmarks/bench_data.py`
-    import sys
-    from pathlib import Path as _Path
-    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
 
 import argparse
 import os

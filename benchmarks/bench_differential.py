@@ -1,9 +1,9 @@
 """Differential benchmark: scoring every class (16 answers, one batched pass that reuses the prompt's KV cache)
 against generating one greedy answer to the same diagnosis question, side by side on the same images.
 
-    python benchmarks/bench_differential.py                       # tiny model, CPU
-    python benchmarks/bench_differential.py --max-new-tokens 300  # the original's reply length
-    python benchmarks/bench_differential.py --cfg-path eval_configs/skingpt4_llama2_13bchat.yaml --device cuda:0
+    python -m benchmarks.bench_differential                       # tiny model, CPU
+    python -m benchmarks.bench_differential --max-new-tokens 300  # the original's reply length
+    python -m benchmarks.bench_differential --cfg-path eval_configs/skingpt4_llama2_13bchat.yaml --device cuda:0
 
 Prints the median seconds of each and their ratio (target: scoring < 1x one greedy answer). The two are timed
 alternately, image by image, so that a busy machine slows both alike.
@@ -13,18 +13,15 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from skingpt4.chat import ChatEngine, DecodingConfig  # noqa: E402
-from skingpt4.chat.differential import DifferentialScorer, class_answers  # noqa: E402
-from skingpt4.prompting.clinical import CLINICAL_PROMPTS  # noqa: E402
+from benchmarks.timing import timed
+from skingpt4.chat import ChatEngine, DecodingConfig
+from skingpt4.chat.differential import DifferentialScorer, class_answers
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 
 def build(cfg_path, device):
@@ -34,15 +31,10 @@ def build(cfg_path, device):
     if cfg_path:
         return build_model(load_config(cfg_path).model, device=device)
     if not os.environ.get("SKINGPT4_TINY_ASSETS"):
-        from skingpt4.models.tiny import build_tiny_assets
+        from skingpt4.tiny.assets import build_tiny_assets
 
         os.environ["SKINGPT4_TINY_ASSETS"] = str(build_tiny_assets(Path(tempfile.mkdtemp(prefix="skingpt4_bench_"))))
     return build_model({"variant": "tiny"}, device=device)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> None:
@@ -64,17 +56,11 @@ def main(argv=None) -> None:
     scoring, answering = [], []
     for i in range(args.warmup + args.images):
         conv = engine.new_conversation(torch.rand(3, size, size, generator=generator))
-        sync(model.device)
-        start = time.perf_counter()
-        scorer.scores(conv.image_embeds)
-        sync(model.device)
-        middle = time.perf_counter()
-        engine.ask(conv, CLINICAL_PROMPTS[0], greedy)
-        sync(model.device)
-        end = time.perf_counter()
-        if i >= args.warmup:
-            scoring.append(middle - start)
-            answering.append(end - middle)
+        with timed(model.device, scoring):
+            scorer.scores(conv.image_embeds)
+        with timed(model.device, answering):
+            engine.ask(conv, CLINICAL_PROMPTS[0], greedy)
+    scoring, answering = scoring[args.warmup:], answering[args.warmup:]
     s, a = statistics.median(scoring), statistics.median(answering)
     answers = len(scorer.answer_ids)
     tokens = sum(len(ids) for ids in scorer.answer_ids)

@@ -1,9 +1,9 @@
 """Evaluation benchmark: cases per minute of the clinical sessions (four prompts in one conversation per
 case), batched across cases with `ChatEngine.ask_batch` versus one case at a time.
 
-    python benchmarks/bench_eval.py                                   # tiny model, synthetic cases, CPU
-    python benchmarks/bench_eval.py --cases 40 --batch-sizes 1 4 8 16 --max-new-tokens 32
-    python benchmarks/bench_eval.py --cfg-path eval_configs/skingpt4_llama2_13bchat.yaml --images my_cases/
+    python -m benchmarks.bench_eval                                   # tiny model, synthetic cases, CPU
+    python -m benchmarks.bench_eval --cases 40 --batch-sizes 1 4 8 16 --max-new-tokens 32
+    python -m benchmarks.bench_eval --cfg-path eval_configs/skingpt4_llama2_13bchat.yaml --images my_cases/
 
 Without --cfg-path the tiny random-weight model is used (assets from $SKINGPT4_TINY_ASSETS or built into a
 temp dir) and the images are the synthetic generator's Dermnet test images. Decoding is greedy with a fixed
@@ -15,20 +15,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from skingpt4.chat import ChatEngine, DecodingConfig  # noqa: E402
-from skingpt4.evaluation.cases import load_cases  # noqa: E402
-from skingpt4.prompting.clinical import CLINICAL_PROMPTS  # noqa: E402
-from skingpt4.evaluation.extract import ClassExtractor  # noqa: E402
-from skingpt4.evaluation.sessions import run_sessions  # noqa: E402
+from benchmarks.timing import timed
+from skingpt4.chat import ChatEngine, DecodingConfig
+from skingpt4.evaluation.cases import load_cases
+from skingpt4.prompting.clinical import CLINICAL_PROMPTS
+from skingpt4.evaluation.extract import ClassExtractor
+from skingpt4.evaluation.sessions import run_sessions
 
 
 def build_model(cfg_path):
@@ -38,7 +35,7 @@ def build_model(cfg_path):
     if cfg_path:
         return build_model(load_config(cfg_path).model)
     if not os.environ.get("SKINGPT4_TINY_ASSETS"):
-        from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
+        from skingpt4.tiny.assets import TinyRecipe, build_tiny_assets
 
         recipe = TinyRecipe(pretrain=False)  # speed only: random weights build in seconds
         os.environ["SKINGPT4_TINY_ASSETS"] = str(build_tiny_assets(Path(tempfile.mkdtemp(prefix="skingpt4_bench_")),
@@ -77,13 +74,11 @@ def main(argv=None) -> None:
     baseline = None
     print(f"{'batch':>5}  {'seconds':>8}  {'cases/min':>9}  {'speed-up':>8}  {'answers':>7}")
     for batch_size in args.batch_sizes:
-        times = []
+        times: list[float] = []
         for _ in range(args.repeats):
-            start = time.perf_counter()
-            sessions, problems = run_sessions(engine, cases, CLINICAL_PROMPTS, decoding, batch_size=batch_size, seed=0)
-            if model.device.type == "cuda":
-                torch.cuda.synchronize(model.device)
-            times.append(time.perf_counter() - start)
+            with timed(model.device, times):
+                sessions, problems = run_sessions(engine, cases, CLINICAL_PROMPTS, decoding, batch_size=batch_size,
+                                                  seed=0)
         seconds = statistics.median(times)
         rate = 60 * len(sessions) / seconds
         baseline = baseline or rate

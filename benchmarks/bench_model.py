@@ -1,8 +1,8 @@
 """Model benchmark: parameters per part, build/load time, image-encode latency and peak memory.
 
-    python benchmarks/bench_model.py                       # tiny config on CPU (builds tiny assets in a temp dir)
-    python benchmarks/bench_model.py --arch full --device cuda --dtype bf16   # full-size, random weights (GPU)
-    python benchmarks/bench_model.py --arch full --device cpu --dtype bf16 --skip-llm   # ViT-g + Q-Former on CPU
+    python -m benchmarks.bench_model                       # tiny config on CPU (builds tiny assets in a temp dir)
+    python -m benchmarks.bench_model --arch full --device cuda --dtype bf16   # full-size, random weights (GPU)
+    python -m benchmarks.bench_model --arch full --device cpu --dtype bf16 --skip-llm   # ViT-g + Q-Former on CPU
 
 `--arch tiny` goes through the real loading path (build_model on the tiny files). `--arch full` builds the
 full-size architecture (EVA-ViT-g 39 blocks, Q-Former, Llama-2-13b-chat shapes) with random weights, no files
@@ -14,19 +14,17 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from skingpt4.common.precision import DTYPES  # noqa: E402
-from skingpt4.models.eva_vit import VisionConfig, build_eva_vit  # noqa: E402
-from skingpt4.models.qformer import QFormerConfig, build_qformer  # noqa: E402
-from skingpt4.models.random_init import LLAMA2_13B  # noqa: E402
+from benchmarks.timing import timed
+from skingpt4.common.precision import DTYPES
+from skingpt4.models.eva_vit import VisionConfig, build_eva_vit
+from skingpt4.models.qformer import QFormerConfig, build_qformer
+from skingpt4.tiny.random_models import LLAMA2_13B
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -38,21 +36,16 @@ def peak_memory_gib(device: torch.device) -> float:
 def time_encode(encode, batch: int, device: torch.device, dtype: torch.dtype, repeats: int) -> list[float]:
     images = torch.randn(batch, 3, 224, 224, device=device, dtype=dtype)
     encode(images)  # warm-up
-    times = []
+    times: list[float] = []
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        encode(images)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        with timed(device, times):
+            encode(images)
     return times
 
 
 def build_tiny(device: str, vit_precision: str = "auto", attn: str = "sdpa"):
     from skingpt4.models import build_model
-    from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
+    from skingpt4.tiny.assets import TinyRecipe, build_tiny_assets
 
     assets = Path(tempfile.mkdtemp(prefix="skingpt4_bench_"))
     build_tiny_assets(assets, recipe=TinyRecipe(pretrain=False))  # speed only: random weights build in seconds

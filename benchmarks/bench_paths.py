@@ -1,8 +1,8 @@
 """Each speed option against its plain path, side by side in one process (docs/performance.md).
 
-    python benchmarks/bench_paths.py                 # small random SkinGPT-4 on a CPU, one thread
-    python benchmarks/bench_paths.py --compile       # also the torch.compile'd decoder (~20-40 s to compile)
-    python benchmarks/bench_paths.py --device cuda --arch full   # the real size on a GPU
+    python -m benchmarks.bench_paths                 # small random SkinGPT-4 on a CPU, one thread
+    python -m benchmarks.bench_paths --compile       # also the torch.compile'd decoder (~20-40 s to compile)
+    python -m benchmarks.bench_paths --device cuda --arch full   # the real size on a GPU
 
 A shared machine's load drifts by more than these options change, so the variants of each comparison run
 interleaved (A B C A B C ...) and the figure is the median of each variant's times, with its ratio to the
@@ -11,39 +11,17 @@ comparison's first (plain) variant. Same weights for all variants of a compariso
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
-
-from acceptance.common import sync  # noqa: E402
-from skingpt4.chat import ChatEngine, DecodingConfig  # noqa: E402
-from skingpt4.models.random_init import build_random_model, fixed_length_replies  # noqa: E402
-from skingpt4.runners.optim import adamw_kernel  # noqa: E402
+from benchmarks.timing import interleaved_medians
+from skingpt4.chat import ChatEngine, DecodingConfig
+from skingpt4.tiny.random_models import build_random_model, fixed_length_replies
+from skingpt4.runners.optim import adamw_kernel
 
 ANSWER_WORDS = ("This lesion shows erythema, plaque and scale, papule, pustule, nodule, macule, patch, ulcer, crust, "
                 "erosion, vesicle, bulla, atrophy, scar, telangiectasia, hyperpigmentation").split()
 LINE = "<Img><ImageHere></Img> Could you describe the medical concepts of skin disease in this image for me?"
-
-
-def interleaved(variants: dict, device: torch.device, rounds: int) -> dict:
-    """{name: median seconds} of each callable, run in turn `rounds` times after one warm-up each."""
-    for fn in variants.values():
-        fn()
-    times = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            sync(device)
-            start = time.perf_counter()
-            fn()
-            sync(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def report(title: str, medians: dict) -> list[dict]:
@@ -91,13 +69,13 @@ def main() -> None:
     rows = []
     pixels = torch.randn(8, 3, sdpa.cfg.vision.image_size, sdpa.cfg.vision.image_size).to(device)
     with torch.no_grad():
-        rows += report("encode, batch 8: attention", interleaved(
+        rows += report("encode, batch 8: attention", interleaved_medians(
             {"sdpa": lambda: sdpa.encode_image(pixels), "eager": lambda: eager.encode_image(pixels)}, device,
             args.rounds))
     batch16 = samples(sdpa, 16)
-    rows += report("train step fwd+bwd, batch 16, cached features: attention", interleaved(
+    rows += report("train step fwd+bwd, batch 16, cached features: attention", interleaved_medians(
         {"sdpa": train_step(sdpa, batch16), "eager": train_step(eager, batch16)}, device, args.rounds))
-    rows += report("train step fwd+bwd, batch 16, cached features: batch layout", interleaved(
+    rows += report("train step fwd+bwd, batch 16, cached features: batch layout", interleaved_medians(
         {"padded": train_step(sdpa, batch16), "packed 512": train_step(sdpa, batch16, pack_tokens=512),
          "packed 2048": train_step(sdpa, batch16, pack_tokens=2048)}, device, args.rounds))
     rows += report("AdamW step, projection-sized parameters (768 x 5120 + 5120)", adamw(device, args.rounds))
@@ -109,7 +87,7 @@ def main() -> None:
             model = build_random_model(args.arch, args.device, {"vit_precision": name[:4]})
             model.load_state_dict(sdpa.state_dict())
             vit[name] = (lambda m: (lambda: m.encode_image(pixels)))(model)
-        rows += report("encode, batch 8: ViT precision", interleaved(vit, device, args.rounds))
+        rows += report("encode, batch 8: ViT precision", interleaved_medians(vit, device, args.rounds))
 
 
 def adamw(device: torch.device, rounds: int) -> dict:
@@ -121,7 +99,7 @@ def adamw(device: torch.device, rounds: int) -> dict:
             p.grad = torch.randn_like(p)
         optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05, **adamw_kernel(impl, params))
         variants[impl] = optimizer.step
-    return interleaved(variants, device, rounds)
+    return interleaved_medians(variants, device, rounds)
 
 
 def decode(model, device: torch.device, args, batch: int) -> dict:
@@ -141,7 +119,7 @@ def decode(model, device: torch.device, args, batch: int) -> dict:
                                  decoding)
         return go
 
-    return interleaved({name: turn(engine) for name, engine in engines.items()}, device, max(3, args.rounds // 3))
+    return interleaved_medians({name: turn(engine) for name, engine in engines.items()}, device, max(3, args.rounds // 3))
 
 
 if __name__ == "__main__":

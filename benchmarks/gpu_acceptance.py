@@ -1,8 +1,8 @@
 """The full-size acceptance run: every speed and memory figure of SkinGPT-4 in one command, one JSON file and a
 printed table, each figure beside its target and the bound it is measured against (docs/performance.md).
 
-    python benchmarks/gpu_acceptance.py --arch full --out $OUT        # one GPU, <= 8 minutes with model creation
-    python benchmarks/gpu_acceptance.py --arch small                  # the same script on a CPU, under a minute
+    python -m benchmarks.gpu_acceptance --arch full --out $OUT        # one GPU, <= 8 minutes with model creation
+    python -m benchmarks.gpu_acceptance --arch small                  # the same script on a CPU, under a minute
 
 The model is the real architecture with random weights made directly on the device (EVA-ViT-g 39 blocks, the
 Q-Former, Linear 768 -> 5120, Llama-2-13B shapes, vocabulary 32 000; `--arch small`: the tiny variant's shapes),
@@ -31,21 +31,20 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
+import torch
+
+from benchmarks.acceptance import chat, common, encode, quant, targets, train
+from benchmarks.timing import sync
+from skingpt4.common.config import load_config
+from skingpt4.models.llm import random_llm
+from skingpt4.tiny.random_models import ARCHS, build_random_model, fixed_length_replies
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
-
-import torch  # noqa: E402
-
-from acceptance import chat, common, encode, quant, targets, train  # noqa: E402
-from skingpt4.common.config import load_config  # noqa: E402
-from skingpt4.models.random_init import (ARCHS, build_random_model, fixed_length_replies, llm_shapes,  # noqa: E402
-                                         random_llm)
 
 SECTIONS = ("ceilings", "encode", "vit_precision", "chat", "train", "static", "optimizer", "4bit", "8bit",
             "compiled", "vllm")
@@ -203,7 +202,7 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     torch.manual_seed(SEED)
     model = build_random_model(args.arch, str(device), overrides, tokenizer_dir, llm_on_meta=args.llm_on_meta)
-    common.sync(device)
+    sync(device)
     suppressed = fixed_length_replies(model)
     llm_bytes = sum(p.numel() * p.element_size() for p in model.llm.parameters())
     embed = model.llm.get_input_embeddings().weight
@@ -230,7 +229,7 @@ def main(argv=None) -> dict:
         gc.collect()
         torch.cuda.empty_cache()
         torch.manual_seed(SEED)
-        model.llm = random_llm(llm_shapes(args.arch, model.tokenizer), model.llm_dtype, device,
+        model.llm = random_llm(ARCHS[args.arch][1], model.tokenizer, model.llm_dtype, device,
                                args.attn_implementation)
         fixed_length_replies(model)
         llm_kind["now"] = "16bit"

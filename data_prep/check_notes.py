@@ -1,7 +1,7 @@
 """Check a doctors' notes folder in the SkinGPT-4 / MiniGPT-4 format and, optionally, write a clean copy.
 
-    python data_prep/check_notes.py --dir notes                       # report only (exit 1 if problems)
-    python data_prep/check_notes.py --dir notes --out data/prepared/notes   # also write the usable records
+    python -m data_prep.check_notes --dir notes                       # report only (exit 1 if problems)
+    python -m data_prep.check_notes --dir notes --out data/prepared/notes   # also write the usable records
 
 Format: <dir>/filter_cap.json = {"annotations": [{"image_id": ..., "caption": ...}, ...]} with the images
 in <dir>/image/ (<image_id>.jpg, or any image file whose stem is the image_id). Reported: malformed
@@ -11,10 +11,8 @@ re-encoded like the other prepared sets (RGB, upright, JPEG).
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python data_prep/check_notes.py`
-    import sys
-    from pathlib import Path as _Path
-    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: its imports need the package form
+    raise SystemExit("run it from the repository root as: python -m data_prep.check_notes ...")
 
 import argparse
 import json

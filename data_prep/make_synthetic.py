@@ -1,6 +1,6 @@
 """Synthetic samples in exactly the public formats, then prepared into training-ready sets — one command:
 
-    python data_prep/make_synthetic.py --out data/synthetic
+    python -m data_prep.make_synthetic --out data/synthetic
 
 writes (layout documented in data_prep/README.md):
     raw/skincon/annotations_fitzpatrick17k.csv, raw/skincon/annotations_ddi.csv   (exact SKINCON header)
@@ -16,7 +16,7 @@ writes (layout documented in data_prep/README.md):
     synthetic.json                the arguments and generator version (`--reuse` keeps a matching folder)
 
 Images are not photographs: their visual features are a function of their labels, so a model can learn the
-mapping (skingpt4/models/tiny_world.py draws them). SKINCON: each of the 48 concepts is one coloured, textured
+mapping (skingpt4/tiny/world.py draws them). SKINCON: each of the 48 concepts is one coloured, textured
 shape (8 colours x 6 shapes) drawn on a skin-tone background set by the Fitzpatrick type. Dermnet/notes: each
 folder has its own lesion colour (12 hues x 2 brightness levels) and pattern (dots, rings, blob, stripes).
 Seeded: the same arguments give byte-identical files. The SKINCON part deliberately contains rows that
@@ -25,10 +25,8 @@ skip accounting is exercised on every run.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python data_prep/make_synthetic.py`
-    import sys
-    from pathlib import Path as _Path
-    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: its imports need the package form
+    raise SystemExit("run it from the repository root as: python -m data_prep.make_synthetic ...")
 
 import argparse
 import csv
@@ -46,19 +44,16 @@ from data_prep.check_notes import check_notes
 from data_prep.common import DEFAULT_MAX_SIDE, PrepareError, prepare_output, write_prepared
 from data_prep.prepare_dermnet import load_mapping, prepare_dermnet
 from data_prep.prepare_skincon import ROMAN, prepare_skincon
-from data_prep.skincon_concepts import CONCEPTS, EXCLUDE_COLUMN
+from skingpt4.common.concept_table import CONCEPTS, EXCLUDE_COLUMN
 from data_prep.stats import dataset_stats
 from data_prep.write_shards import write_shards
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
-from skingpt4.models.tiny_world import PATTERNS, concept_image, lesion_image
+from skingpt4.tiny.world import NOTE_CAPTION, PATTERNS, concept_image, lesion_image
 
 FITZPATRICK_HEADER = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label",
                       "three_partition_label", "qc", "url", "url_alphanum"]
 DDI_HEADER = ["", "DDI_ID", "DDI_file", "skin_tone", "malignant", "disease"]
 SKINCON_HEADER = ["", "ImageID", *CONCEPTS, EXCLUDE_COLUMN]
-# The doctors' note of a synthetic notes image (the tiny LLM's corpus says it the same way).
-NOTE_CAPTION = ("The image shows {phrase}. The affected skin shows a {pattern} pattern. A dermatologist should "
-                "confirm the diagnosis and advise on treatment.")
 DIAGNOSES = ["psoriasis", "eczema", "basal cell carcinoma", "melanoma", "seborrheic keratosis", "acne vulgaris"]
 
 

@@ -1,7 +1,7 @@
 """Dermnet (Kaggle) -> step-2 training set: each image captioned with its SkinGPT-4 class (docs/datasets.md).
 
-    python data_prep/prepare_dermnet.py --root dermnet --split train --out data/prepared/dermnet
-    python data_prep/prepare_dermnet.py --root dermnet --split test  --out data/prepared/dermnet_test
+    python -m data_prep.prepare_dermnet --root dermnet --split train --out data/prepared/dermnet
+    python -m data_prep.prepare_dermnet --root dermnet --split test  --out data/prepared/dermnet_test
 
 The 23 folders map to the paper's 15 classes + Others through the one class table (default:
 skingpt4/common/classes.json; pass an edited copy with --mapping). Folders the paper does not place go to Others, or are left out with --drop-ambiguous. A folder the mapping does not know is an error (or, with
@@ -10,10 +10,8 @@ folder, split.
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python data_prep/prepare_dermnet.py`
-    import sys
-    from pathlib import Path as _Path
-    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: its imports need the package form
+    raise SystemExit("run it from the repository root as: python -m data_prep.prepare_dermnet ...")
 
 import argparse
 import difflib
@@ -23,38 +21,19 @@ from typing import Any, Optional
 
 from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
                             write_prepared)
-from skingpt4.common.class_table import CLASS_TABLE, ClassTableError, read_class_table
+from skingpt4.common.class_table import CLASS_TABLE, ClassTableError, dermnet_mapping
 from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 DEFAULT_MAPPING = CLASS_TABLE  # the one class table, skingpt4/common/classes.json
 
 
 def load_mapping(path: Path = DEFAULT_MAPPING) -> dict[str, Any]:
-    """The Dermnet part of a class table (skingpt4/common/classes.json or an edited copy): the captions, each
-    class's phrase, every known folder -> its class, and the folders the paper does not place (-> Others)."""
+    """The Dermnet part of a class table (skingpt4/common/classes.json or an edited copy): see
+    `skingpt4.common.class_table.dermnet_mapping`."""
     try:
-        table = read_class_table(path)
+        return dermnet_mapping(path)
     except ClassTableError as err:
         raise PrepareError(str(err)) from None
-    classes = {c["name"]: c["phrase"] for c in table["classes"]}
-    folders: dict[str, Optional[str]] = {}
-    for c in table["classes"]:
-        for folder in c.get("dermnet_folders", []):
-            if folder in folders:
-                raise PrepareError(f"class table '{path}': folder {folder!r} is placed in two classes "
-                                   f"({folders[folder]}, {c['name']})")
-            folders[folder] = c["name"]
-    ambiguous = list(table.get("unplaced_dermnet_folders", []))
-    if ambiguous and "Others" not in classes:
-        raise PrepareError(f"class table '{path}': unplaced Dermnet folders go to 'Others', which is not a class")
-    for key, target in (("unplaced_dermnet_folders", "Others"), ("dropped_dermnet_folders", None)):
-        for folder in table.get(key, []):
-            if folder in folders:
-                raise PrepareError(f"class table '{path}': folder {folder!r} is in '{key}' and also "
-                                   f"{'placed in ' + folders[folder] if folders[folder] else 'dropped'}")
-            folders[folder] = target
-    return {"caption": table["caption"], "varied_captions": table.get("varied_captions", []), "classes": classes,
-            "folders": folders, "ambiguous": ambiguous}
 
 
 def slug(text: str) -> str:

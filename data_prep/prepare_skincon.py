@@ -1,6 +1,6 @@
 """SKINCON -> step-1 training set (image + concept caption), docs/datasets.md.
 
-    python data_prep/prepare_skincon.py --out data/prepared/skincon \
+    python -m data_prep.prepare_skincon --out data/prepared/skincon \
         --fitzpatrick-annotations skincon/annotations_fitzpatrick17k.csv \
         --fitzpatrick-images fitzpatrick17k/images --fitzpatrick-metadata fitzpatrick17k/fitzpatrick17k.csv \
         --ddi-annotations skincon/annotations_ddi.csv --ddi-images ddi/images --ddi-metadata ddi/ddi_metadata.csv
@@ -12,10 +12,8 @@ names), source, original_file, and skin_type / diagnosis when the metadata file 
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python data_prep/prepare_skincon.py`
-    import sys
-    from pathlib import Path as _Path
-    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: its imports need the package form
+    raise SystemExit("run it from the repository root as: python -m data_prep.prepare_skincon ...")
 
 import argparse
 from pathlib import Path
@@ -23,8 +21,8 @@ from typing import Any, Optional
 
 from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, index_files, parse_flag,
                             prepare_output, print_report, read_csv, stable_choice, write_prepared)
-from data_prep.skincon_concepts import (CONCEPTS, DEFAULT_TEMPLATE, EXCLUDE_COLUMN, VARIED_TEMPLATES,
-                                      concept_caption)
+from skingpt4.common.concept_table import (CONCEPTS, DEFAULT_TEMPLATE, EXCLUDE_COLUMN, VARIED_TEMPLATES,
+                                           concept_caption)
 from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}

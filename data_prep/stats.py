@@ -1,15 +1,13 @@
 """Statistics of a prepared set: concept counts (paper Table 1), class counts (Table 2) and Fitzpatrick
 skin-type counts where known — printed as a table, written as CSV and drawn as a bar chart PNG.
 
-    python data_prep/stats.py --src data/prepared/skincon --out data/stats/skincon
+    python -m data_prep.stats --src data/prepared/skincon --out data/stats/skincon
     -> data/stats/skincon/stats.csv (section,name,count) and data/stats/skincon/stats.png
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python data_prep/stats.py`
-    import sys
-    from pathlib import Path as _Path
-    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: its imports need the package form
+    raise SystemExit("run it from the repository root as: python -m data_prep.stats ...")
 
 import argparse
 import csv

@@ -1,7 +1,7 @@
 """Prepared folder -> webdataset `.tar` shards (one `jpg` + one `json` record with the caption per sample),
 for large sets and remote storage (docs/datasets.md).
 
-    python data_prep/write_shards.py --src data/prepared/skincon --out data/shards/skincon --maxcount 1000
+    python -m data_prep.write_shards --src data/prepared/skincon --out data/shards/skincon --maxcount 1000
 
 Shards are named shard-000000.tar, ...; samples keep the folder's (sorted) order and fixed tar metadata, so
 the same folder always gives byte-identical shards. shards.json lists the shards and the sample count.
@@ -9,10 +9,8 @@ Point a `webdataset` dataset at the output folder (docs/datasets.md).
 """
 from __future__ import annotations
 
-if __package__ in (None, ""):  # run as `python data_prep/write_shards.py`
-    import sys
-    from pathlib import Path as _Path
-    sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a file: its imports need the package form
+    raise SystemExit("run it from the repository root as: python -m data_prep.write_shards ...")
 
 import argparse
 import io

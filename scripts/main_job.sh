@@ -25,39 +25,34 @@ export SKINGPT4_TINY_ASSETS="${SKINGPT4_TINY_ASSETS:-tiny_assets}"
 # an idle machine and much faster on a busy one (no spin-waiting). Set OMP_NUM_THREADS yourself to change it.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 DATA="${DATA:-data/synthetic}"
+export SKINGPT4_SYNTHETIC_DATA="$DATA"   # where the tiny configs read the synthetic data
 OUT="${OUT:-output/main_job/$(date +%Y%m%d-%H%M%S)}"   # this run's outputs
 if [ -e "$OUT" ]; then echo "[main job] '$OUT' already exists; choose another OUT"; exit 1; fi
 mkdir -p "$OUT"
 start=$(date +%s)
 
 echo "[main job] 1/5 tiny pretrained assets -> $SKINGPT4_TINY_ASSETS (kept when the recipe is unchanged)"
-"$PY" -m skingpt4.models.tiny --out "$SKINGPT4_TINY_ASSETS"
+"$PY" -m skingpt4.tiny --out "$SKINGPT4_TINY_ASSETS"
 
 echo "[main job] 2/5 synthetic datasets -> $DATA (kept when unchanged)"
-"$PY" data_prep/make_synthetic.py --out "$DATA" --no-stats --reuse
+"$PY" -m data_prep.make_synthetic --out "$DATA" --no-stats --reuse
 
-# Both steps: frozen features cached once (deterministic eval transform), 16 samples per step, lr 1e-2 (a tiny
-# LLM; the paper's 1e-4 is for Llama-2-13B).
-COMMON=(run.cache_frozen_features=true run.batch_size_train=16 run.init_lr=1e-2 run.min_lr=1e-3 run.warmup_steps=10
-        run.log_freq=10 run.progress_bar=false run.tensorboard=false)
-echo "[main job] 3/5 step 1: SKINCON concepts (train_configs/tiny_step1.yaml)"
-"$PY" train.py --cfg-path train_configs/tiny_step1.yaml --options "${COMMON[@]}" run.max_epoch=5 \
-  run.iters_per_epoch=100 datasets.skincon_concepts.storage="$DATA/prepared/skincon" \
-  datasets.skincon_concepts.vis_processor.name=blip2_image_eval run.output_dir="$OUT/step1" > "$OUT/step1.log" 2>&1 \
-  || { tail -20 "$OUT/step1.log"; exit 1; }
+# The recipe is in the configs (train_configs/main_job*.yaml, eval_configs/main_job.yaml); this script only
+# sequences the steps and says where this run's files go.
+echo "[main job] 3/5 step 1: SKINCON concepts (train_configs/main_job_step1.yaml)"
+"$PY" train.py --cfg-path train_configs/main_job_step1.yaml --options run.output_dir="$OUT/step1" \
+  > "$OUT/step1.log" 2>&1 || { tail -20 "$OUT/step1.log"; exit 1; }
 tail -1 "$OUT/step1.log"
 
-echo "[main job] 4/5 step 2: Dermnet + notes from the step-1 projection (train_configs/tiny_step2.yaml)"
-"$PY" train.py --cfg-path train_configs/tiny_step2.yaml --options "${COMMON[@]}" run.max_epoch=2 \
-  run.iters_per_epoch=100 model.ckpt="$OUT/step1/checkpoint_last.pth" \
-  datasets.dermnet.storage="$DATA/prepared/dermnet" datasets.dermnet.vis_processor.name=blip2_image_eval \
-  datasets.skin_notes.storage="$DATA/prepared/notes" datasets.skin_notes.vis_processor.name=blip2_image_eval \
+echo "[main job] 4/5 step 2: Dermnet + notes from the step-1 projection (train_configs/main_job_step2.yaml)"
+"$PY" train.py --cfg-path train_configs/main_job_step2.yaml --options model.ckpt="$OUT/step1/checkpoint_last.pth" \
   run.output_dir="$OUT/step2" > "$OUT/step2.log" 2>&1 || { tail -20 "$OUT/step2.log"; exit 1; }
 tail -1 "$OUT/step2.log"
 
-echo "[main job] 5/5 evaluation on the held-out cases ($DATA/cases) and summary"
+echo "[main job] 5/5 evaluation on the held-out cases ($DATA/cases, eval_configs/main_job.yaml) and summary"
 status=0
-"$PY" -m skingpt4.evaluation.learning --run "$OUT" --data "$DATA" --seconds "$(( $(date +%s) - start ))" \
+"$PY" -m skingpt4.tiny.learning --run "$OUT" --data "$DATA" --cfg-path eval_configs/main_job.yaml \
+  --seconds "$(( $(date +%s) - start ))" \
   | tee "$OUT/summary.txt" || status=$?
 if [ "$status" -eq 0 ]; then
   cp "$OUT/step2/checkpoint_last.pth" "$SKINGPT4_TINY_ASSETS/skingpt4_tiny.pth"

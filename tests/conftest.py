@@ -35,11 +35,11 @@ def _cache_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory) -> Path:
     """Tiny pretrained assets in the real file formats, the test suite's smaller recipe of the tiny world
-    (skingpt4/models/tiny.py, `TinyRecipe.small`): built once into the test cache (about 40 s on 2 cores) and
+    (skingpt4/tiny/assets.py, `TinyRecipe.small`): built once into the test cache (about 40 s on 2 cores) and
     reused while the recipe's fingerprint is unchanged; each session works on its own copy (a few MB)."""
     import shutil
 
-    from skingpt4.models.tiny import TinyRecipe, build_tiny_assets
+    from skingpt4.tiny.assets import TinyRecipe, build_tiny_assets
 
     cached = build_tiny_assets(_cache_dir() / "tiny_assets_small", recipe=TinyRecipe.small())
     path = tmp_path_factory.mktemp("tiny") / "tiny_assets"

@@ -17,7 +17,7 @@ from data_prep.common import PrepareError
 from data_prep.make_synthetic import SKINCON_HEADER, make_synthetic
 from data_prep.prepare_dermnet import DEFAULT_MAPPING, load_mapping, prepare_dermnet
 from data_prep.prepare_skincon import prepare_skincon
-from data_prep.skincon_concepts import concept_caption
+from skingpt4.common.concept_table import concept_caption
 from data_prep.stats import dataset_stats
 from data_prep.write_shards import write_shards
 

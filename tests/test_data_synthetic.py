@@ -70,9 +70,9 @@ def test_images_carry_their_labels(tmp_path):
 
 def test_one_command_generates_and_prepares(tmp_path, capsys):
     out = tmp_path / "synthetic"
-    args = [sys.executable, "data_prep/make_synthetic.py", "--out", str(out), "--per-class", "1", "--skincon-images", "12",
-            "--ddi-images", "4", "--notes-per-class", "1", "--image-size", "48", "--test-per-class", "1",
-            "--skincon-test-images", "2"]
+    args = [sys.executable, "-m", "data_prep.make_synthetic", "--out", str(out), "--per-class", "1",
+            "--skincon-images", "12", "--ddi-images", "4", "--notes-per-class", "1", "--image-size", "48",
+            "--test-per-class", "1", "--skincon-test-images", "2"]
     done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "prepared" in done.stdout and "skipped: do_not_consider 2, image_missing 1, image_truncated 1, no_concepts 1" in done.stdout
@@ -82,7 +82,7 @@ def test_one_command_generates_and_prepares(tmp_path, capsys):
     assert (out / "stats" / "skincon" / "stats.png").is_file() and (out / "stats" / "dermnet" / "stats.csv").is_file()
     assert make_synthetic_main(["--out", str(out)]) == 2
     assert "is not empty; pass --overwrite" in capsys.readouterr().out
-    same = args[2:] + ["--reuse"]  # the same generation again: kept as it is
+    same = args[3:] + ["--reuse"]  # the same generation again: kept as it is
     before = (out / "synthetic.json").stat().st_mtime_ns
     assert make_synthetic_main(same) == 0 and "nothing to do" in capsys.readouterr().out
     assert (out / "synthetic.json").stat().st_mtime_ns == before

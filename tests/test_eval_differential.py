@@ -107,12 +107,12 @@ def test_calibrate_then_differential_tasks(tiny_assets, labelled_cases, tmp_path
                                            "differential": {"validation_cases": str(labelled_cases),
                                                             "abstain_below": 0.2}}})
     engine = ChatEngine(build_model(cfg.model))
-    fitted = tasks.TASKS["calibrate"](tasks.EvalContext(cfg, tmp_path / "cal", chat=engine))
+    fitted = tasks.TASKS["calibrate"].run(tasks.EvalContext(cfg, tmp_path / "cal", chat=engine))
     record = json.loads(calibration_path(ckpt).read_text())
     assert record["temperature"] == fitted["temperature"] > 0 and record["n"] == 8
     assert record["nll_after"] <= record["nll_before"] + 1e-12  # the fit never does worse on what it was fitted on
 
-    summary = tasks.TASKS["differential"](tasks.EvalContext(cfg, tmp_path / "diff", chat=engine))
+    summary = tasks.TASKS["differential"].run(tasks.EvalContext(cfg, tmp_path / "diff", chat=engine))
     assert summary["temperature"] == record["temperature"] and summary["after"]["n"] == 8
     assert {"top1", "top3", "ece", "brier"} <= set(summary["before"]) and len(summary["coverage_accuracy"]) == 20
     for name in ("differential.csv", "reliability.png", "coverage_accuracy.png", "summary.json"):
@@ -121,10 +121,10 @@ def test_calibrate_then_differential_tasks(tiny_assets, labelled_cases, tmp_path
     with torch.no_grad():  # another projection: the calibration no longer belongs to it
         engine.model.llama_proj.bias.add_(1.0)
     with pytest.raises(ConfigError, match="was fitted for another projection"):
-        tasks.TASKS["differential"](tasks.EvalContext(cfg, tmp_path / "again", chat=engine))
+        tasks.TASKS["differential"].run(tasks.EvalContext(cfg, tmp_path / "again", chat=engine))
 
 
 def test_calibrate_needs_a_checkpoint_and_a_validation_split(tiny_model, labelled_cases, tmp_path):
     cfg = OmegaConf.create({"model": {"variant": "tiny"}, "evaluation": {"cases": str(labelled_cases)}})
     with pytest.raises(ConfigError, match="written next to the projection checkpoint: set model.ckpt"):
-        tasks.TASKS["calibrate"](tasks.EvalContext(cfg, tmp_path, chat=ChatEngine(tiny_model)))
+        tasks.TASKS["calibrate"].run(tasks.EvalContext(cfg, tmp_path, chat=ChatEngine(tiny_model)))

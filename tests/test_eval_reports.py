@@ -31,7 +31,8 @@ def test_missing_questionnaire_files_are_listed_at_once(tmp_path, capsys):
     assert evaluate_main(["--cfg-path", str(config), "--task", "questionnaire", "--out", str(tmp_path / "out"),
                           "--inputs", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: 2 paths in the config need fixing: (1) questionnaire file not found: ")
+    assert err.startswith("error: 2 paths in the config need fixing: (1) config key 'evaluation.questionnaire.inputs[0]': "
+                          "no such file ")
     assert "b.csv" in err and len(err.splitlines()) == 1
 
 

@@ -1,6 +1,5 @@
 """Our vision encoder + ln_vision + Q-Former against transformers' Blip2VisionModel + Blip2QFormerModel, with the
 same random weights moved between the two by our converters, in both directions."""
-import pytest
 import torch
 from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QFormerConfig, Blip2VisionConfig,
                           LlamaConfig)
@@ -8,7 +7,7 @@ from transformers import (Blip2Config, Blip2ForConditionalGeneration, Blip2QForm
 from skingpt4.models import build_model
 from skingpt4.models.eva_vit import build_eva_vit, hf_vision_to_ours, ours_to_hf_vision
 from skingpt4.models.qformer import build_qformer, lavis_to_ours, ours_to_lavis
-from skingpt4.models.tiny import TINY_QFORMER, TINY_VISION
+from skingpt4.tiny.assets import TINY_QFORMER, TINY_VISION
 
 TOL = 1e-5
 

@@ -60,12 +60,16 @@ def test_json_and_table_are_written(acceptance):
 
 def test_a_remade_random_llm_has_the_same_weights():
     """The acceptance run remakes the 16-bit LLM after quantizing it and compares tokens with the first one."""
-    from skingpt4.models.random_init import ARCHS, random_llm
+    from types import SimpleNamespace
+
+    from skingpt4.models.llm import random_llm
+    from skingpt4.tiny.random_models import ARCHS
 
     shapes = {**ARCHS["small"][1], "vocab_size": 100}
+    ids = SimpleNamespace(bos_token_id=1, eos_token_id=2)  # the shapes name the vocabulary: no tokenizer needed
     made = []
     for _ in range(2):
         torch.manual_seed(0)
-        made.append(random_llm(shapes, torch.float32, torch.device("cpu")).state_dict())
+        made.append(random_llm(shapes, ids, torch.float32, torch.device("cpu")).state_dict())
     assert all(torch.equal(made[0][k], made[1][k]) for k in made[0])
     assert not made[0]["model.layers.0.self_attn.q_proj.weight"].eq(0).all()

@@ -64,7 +64,7 @@ def test_the_training_style_is_the_original_training_text(tiny_model):
 # ------------------------------------------------------------------------------ a new LLM family: Llama-3 style
 @pytest.fixture(scope="module")
 def llama3_assets(tiny_assets):
-    from skingpt4.models.tiny_llama3 import build_tiny_llama3
+    from skingpt4.tiny.llama3 import build_tiny_llama3
 
     if not (tiny_assets / "llm_llama3" / "config.json").is_file():
         build_tiny_llama3(tiny_assets / "llm_llama3")

@@ -43,7 +43,7 @@ def whitespace_pair(tmp_path_factory):
     """A second sentencepiece model with whitespace-only pieces ('▁▁', as Llama's vocabulary has)."""
     import sentencepiece as spm
 
-    from skingpt4.models.tiny import tiny_corpus
+    from skingpt4.tiny.assets import tiny_corpus
 
     directory = tmp_path_factory.mktemp("ws_tokenizer")
     lines = tiny_corpus().splitlines() + ["    indented  code    with   runs  of spaces", "a  b   c    d"] * 20

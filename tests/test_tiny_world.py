@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from skingpt4.models.tiny_corpus import Corpus
+from skingpt4.tiny.corpus import Corpus
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -43,7 +43,7 @@ def test_blind_dialogues_train_only_what_follows_the_first_reply(tiny_model):
 
 
 def test_asset_build_is_cached_and_measured(tiny_assets):
-    from skingpt4.models.tiny import TinyRecipe, build_tiny_assets, is_built
+    from skingpt4.tiny.assets import TinyRecipe, build_tiny_assets, is_built
 
     build = json.loads((tiny_assets / "build.json").read_text())
     assert is_built(tiny_assets, TinyRecipe.small()) and not is_built(tiny_assets, TinyRecipe())
@@ -80,21 +80,22 @@ def small_world(tiny_assets, tmp_path_factory):
 def test_a_trained_projection_diagnoses_held_out_images_and_needs_them(small_world, tiny_assets, tmp_path):
     from skingpt4.evaluation import tasks
     from skingpt4.evaluation.image_control import image_control
-    from skingpt4.evaluation.learning import _context
+    from skingpt4.tiny.learning import _context
     from skingpt4.models.loading import load_projection
 
     data, checkpoint = small_world
     cases = data / "cases" / "dermnet_test.csv"
-    ctx = _context(tmp_path / "untrained", cases, tiny_assets)
+    eval_cfg = REPO / "eval_configs" / "main_job.yaml"
+    ctx = _context(eval_cfg, tmp_path / "untrained", cases, tiny_assets)
     untrained = tasks.metrics(ctx)["diagnosis"]
     load_projection(ctx.engine.model, str(checkpoint))
-    trained_ctx = _context(tmp_path / "trained", cases, tiny_assets, chat=ctx.engine)
+    trained_ctx = _context(eval_cfg, tmp_path / "trained", cases, tiny_assets, chat=ctx.engine)
     trained = tasks.metrics(trained_ctx)["diagnosis"]
     chance = 1 / 16
     assert trained["n"] == 48 and trained["accuracy"] >= 5 * chance and trained["macro_f1"] >= 0.3
     assert trained["accuracy"] >= untrained["accuracy"] + 0.25
 
-    control_ctx = _context(tmp_path / "control", cases, tiny_assets, chat=ctx.engine)
+    control_ctx = _context(eval_cfg, tmp_path / "control", cases, tiny_assets, chat=ctx.engine)
     conditions = image_control(control_ctx)["conditions"]
     assert conditions["original"]["accuracy"] == trained["accuracy"]
     assert conditions["blank"]["accuracy"] <= 2 * chance and conditions["noise"]["accuracy"] <= 2 * chance

@@ -15,8 +15,9 @@ from skingpt4.runners import build_run_config
 FOLDER = Path(__file__).resolve().parents[1] / "train_configs"
 RECIPES = ("step1", "step2", "tiny_step1", "tiny_step2",     # the runnable configs
            "step2_lora", "step2_qlora", "step2_fsdp", "tiny_step2_lora",  # LoRA, QLoRA, sharded (docs/scaling.md)
-           "step1_fast", "step2_fast")                       # the cached-feature fast path (docs/performance.md)
-LAYERS = ("paper_schedule", "tiny", "fast")                   # shared layers (no data of their own)
+           "step1_fast", "step2_fast",                       # the cached-feature fast path (docs/performance.md)
+           "main_job_step1", "main_job_step2")               # the main job (scripts/main_job.sh)
+LAYERS = ("paper_schedule", "tiny", "fast", "main_job")      # shared layers (no data of their own)
 REAL_VARIANTS = ("llama2_13b_chat", "vicuna_13b", "vicuna_7b")
 
 
@@ -31,7 +32,7 @@ def test_config_passes_every_schema(name, variant):
     cfg = load_config(FOLDER / f"{name}.yaml", [f"model.variant={variant}"] if variant else [])
     build_run_config(cfg.run)
     model = model_config(cfg.model)
-    assert model.variant == (variant or ("tiny" if name.startswith("tiny") else "llama2_13b_chat"))
+    assert model.variant == (variant or ("tiny" if name.startswith(("tiny", "main_job")) else "llama2_13b_chat"))
     for block_name, block in cfg.datasets.items():
         builder = registry.datasets.get(block.get("builder") or block_name)
         apply_schema(block, builder.Config, where=f"datasets.{block_name}")

@@ -9,8 +9,9 @@ from typing import Optional
 
 import torch
 
-from acceptance.common import PeakMemory, TokenClock, mib, sync
-from acceptance.encode import images
+from benchmarks.acceptance.common import mib
+from benchmarks.acceptance.encode import images
+from benchmarks.timing import PeakMemory, TokenClock, sync
 from skingpt4.chat import ChatEngine, DecodingConfig
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 

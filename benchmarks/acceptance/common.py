@@ -1,15 +1,12 @@
-"""Clocks, memory meters, device facts and measured ceilings shared by the acceptance sections."""
+"""Device facts and measured ceilings shared by the acceptance sections (clocks and meters: benchmarks/timing.py)."""
 from __future__ import annotations
 
-import os
 import platform
-import statistics
-import threading
-import time
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
-from transformers.generation.streamers import BaseStreamer
+
+from benchmarks.timing import median_time
 
 # Datasheet figures of the SXM parts (leads, not readings): HBM bandwidth in bytes/s, dense bf16 in FLOP/s.
 DATASHEET = {
@@ -17,11 +14,6 @@ DATASHEET = {
     "H100": (3.35e12, 989e12),
     "A100": (2.039e12, 312e12),
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def datasheet(device: torch.device) -> tuple[Optional[float], Optional[float], str]:
@@ -35,20 +27,6 @@ def datasheet(device: torch.device) -> tuple[Optional[float], Optional[float], s
                 return 2.0e12, 756e12, name
             return bandwidth, flops, name
     return None, None, name
-
-
-def median_time(fn: Callable[[], object], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of `fn()` with the device synchronised around each call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure_ceilings(device: torch.device) -> dict:
@@ -65,72 +43,6 @@ def measure_ceilings(device: torch.device) -> dict:
     del a, b
     torch.cuda.empty_cache()
     return {"copy_bytes_per_s": 2 * 2 * (1 << 30) / copy_s, "bf16_matmul_flops": 2 * 8192 ** 3 / mm_s}
-
-
-class PeakMemory:
-    """Peak memory during a block, in MiB: CUDA peak allocation (and reservation), or a CPU process's resident
-    set sampled every 2 ms."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mib = 0.0
-        self.reserved_mib = 0.0
-
-    def __enter__(self):
-        if self.device.type == "cuda":
-            sync(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-        else:
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        with open("/proc/self/statm") as statm:
-            while not self._stop.is_set():
-                statm.seek(0)
-                self.peak_mib = max(self.peak_mib, int(statm.read().split()[1]) * page / 2**20)
-                time.sleep(0.002)
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            sync(self.device)
-            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / 2**20
-            self.reserved_mib = torch.cuda.max_memory_reserved(self.device) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-
-
-class TokenClock(BaseStreamer):
-    """Time stamps of the tokens as generate hands them over (each hand-over waits for the device: the token is
-    computed when it is stamped). The first hand-over is the prompt (empty with inputs_embeds) and is skipped."""
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.stamps: list[float] = []
-        self._prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        value.tolist()
-        if not self._prompt_seen:
-            self._prompt_seen = True
-            return
-        self.stamps.append(time.perf_counter())
-
-    def end(self) -> None:
-        pass
-
-    def ttft_ms(self) -> float:
-        return (self.stamps[0] - self.start) * 1000 if self.stamps else float("nan")
-
-    def decode_tok_s(self) -> float:
-        """Decoding steps per second per sequence, after the first token."""
-        if len(self.stamps) < 2:
-            return float("nan")
-        return (len(self.stamps) - 1) / (self.stamps[-1] - self.stamps[0])
 
 
 def mib(tensors) -> float:

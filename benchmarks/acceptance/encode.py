@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from acceptance.common import PeakMemory, median_time
+from benchmarks.timing import PeakMemory, median_time
 
 
 def vit_flops_per_image(model) -> float:

@@ -8,15 +8,16 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from acceptance.common import PeakMemory, median_time, sync
+from benchmarks.timing import PeakMemory, median_time, sync
 from skingpt4.common.precision import DTYPES, autocast
 from skingpt4.datasets import build_datasets, collate
-from skingpt4.models.tiny import tiny_corpus
+from skingpt4.tiny.assets import tiny_corpus
 from skingpt4.prompting.prompt_files import read_prompt_lines
 from skingpt4.prompting.tokenize import tokenize_segment
 from skingpt4.runners import DistInfo
@@ -64,9 +65,12 @@ def flops_per_sample(model, tokens: float, live: bool, vit_flops: float) -> floa
 
 
 def measure_training(model, data: Path, *, batch: int, cached: bool, pack_tokens: int, optimizer_impl: str,
-                     precision: str, steps: int, warmup: int, num_workers: int, vit_flops: float) -> dict:
+                     precision: str, steps: int, warmup: int, num_workers: int, vit_flops: float,
+                     transform: Optional[str] = None) -> dict:
+    """One training configuration timed step by step (`transform`: the image processor; default the eval transform
+    with cached features, the train transform with live images)."""
     device = model.device
-    transform = "blip2_image_eval" if cached else "blip2_image_train"
+    transform = transform or ("blip2_image_eval" if cached else "blip2_image_train")
     sources = as_sources(build_datasets(OmegaConf.create({"pairs": {
         "builder": "image_text_pairs", "storage": str(data), "vis_processor": {"name": transform,
                                                                              "image_size": model.cfg.vision.image_size},
@@ -125,7 +129,8 @@ def measure_training(model, data: Path, *, batch: int, cached: bool, pack_tokens
             "split_ms": {k: 1000 * v / steps for k, v in split.items()}, "tokens_per_sample": tokens,
             "positions_per_sample": positions / samples, "padding_fraction": sum(padding) / len(padding),
             "flops_per_sample": flops_per_sample(model, tokens, not cached, vit_flops),
-            "peak_mib": memory.peak_mib, "cache_build_s": cache_s, "last_loss": losses[-1]}
+            "peak_mib": memory.peak_mib, "cache_build_s": cache_s, "last_loss": losses[-1],
+            "items": sum(len(s.dataset) for s in sources)}
 
 
 def optimizer_kernels(model, repeats: int) -> list[dict]:

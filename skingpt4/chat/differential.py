@@ -24,7 +24,7 @@ import torch
 
 from skingpt4.common.class_table import class_sentence, read_class_table
 from skingpt4.common.config import ConfigError
-from skingpt4.common.fingerprint import sha256_state_dict
+from skingpt4.models.identity import model_identity
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
 LENGTH_NORMS = ("none", "mean")  # a class's score: its answer's log-likelihood, or that per answer token
@@ -164,13 +164,9 @@ def read_calibration(checkpoint: Optional[str | Path], model) -> Optional[dict]:
     except (ValueError, KeyError, TypeError) as err:
         raise ConfigError(f"calibration file '{path}' is unreadable ({err}); delete it or fit again "
                           "(evaluate.py --task calibrate)") from None
-    if record.get("projection_sha256") != projection_sha256(model):
+    if record.get("projection_sha256") != model_identity(model)["projection_sha256"]:
         raise ConfigError(f"calibration file '{path}' was fitted for another projection than '{checkpoint}' holds; "
                           "fit again (evaluate.py --task calibrate) or delete it")
     if not temperature > 0:
         raise ConfigError(f"calibration file '{path}': temperature must be > 0, got {temperature}")
     return record
-
-
-def projection_sha256(model) -> str:
-    return sha256_state_dict(model.trainable_state_dict())

@@ -40,7 +40,7 @@ from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.static_cache import KV_CACHES, StaticBuffers
 from skingpt4.common import registry
 from skingpt4.common.images import ImageSource, load_image
-from skingpt4.prompting import IMAGE_PLACEHOLDER, IMAGE_SLOT
+from skingpt4.prompting import IMAGE_PLACEHOLDER
 
 log = logging.getLogger("skingpt4.chat")
 

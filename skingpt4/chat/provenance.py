@@ -7,11 +7,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from skingpt4.common.config import to_plain
-from skingpt4.common.fingerprint import sha256_file, sha256_json
+from skingpt4.common.fingerprint import sha256_file
 from skingpt4.models.identity import model_identity
 
-TINY_NOTE = "tiny synthetic-world model — not medical"
+SYNTHETIC_NOTE = "tiny synthetic-world model — not medical"
 
 
 def package_version() -> str:
@@ -30,27 +29,23 @@ def describe_model(identity: dict) -> str:
     checkpoint = identity["checkpoint_name"] or "none (random projection)"
     text = (f"Model: {identity['variant']} ({Path(identity['llm_model']).name}) · checkpoint {checkpoint} · "
             f"projection {identity['projection_sha256'][:12]}")
-    return f"{text} · ⚠️ {TINY_NOTE}" if identity["tiny"] else text
+    return f"{text} · ⚠️ {SYNTHETIC_NOTE}" if identity["synthetic"] else text
 
 
 def provenance(model, cfg_path: str, image_path: str, template: str) -> dict:
     """What the chat CLI's JSON records next to the answers."""
     identity = model_identity(model)
-    checkpoint = identity["checkpoint"]
     return {
-        "variant": identity["variant"],
-        "llm_model": identity["llm_model"],
+        **{key: identity[key] for key in ("variant", "llm_model")},
         "config": str(cfg_path),
         "config_sha256": sha256_file(cfg_path),
-        "model_config_sha256": sha256_json(to_plain(model.cfg)),
-        "checkpoint": checkpoint,
-        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
-        "projection_sha256": identity["projection_sha256"],
+        **{key: identity[key] for key in ("model_config_sha256", "checkpoint", "checkpoint_sha256",
+                                          "projection_sha256")},
         "image_sha256": sha256_file(image_path),
         "chat_template": template,
         "skingpt4_version": package_version(),
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **({"note": TINY_NOTE} if identity["tiny"] else {}),
+        **({"note": SYNTHETIC_NOTE} if identity["synthetic"] else {}),
     }
 
 

@@ -30,7 +30,7 @@ from typing import Optional, Sequence
 from skingpt4.chat.build import ChatRunConfig
 from skingpt4.chat.cli import add_decoding_arguments, decoding_from_args, format_answers
 from skingpt4.chat.decoding import DecodingConfig
-from skingpt4.chat.provenance import TINY_NOTE, package_version, seeded
+from skingpt4.chat.provenance import SYNTHETIC_NOTE, package_version, seeded
 from skingpt4.common import registry
 from skingpt4.common.config import ConfigError
 from skingpt4.common.fingerprint import sha256_file
@@ -138,8 +138,8 @@ def remote_provenance(export_info: Optional[dict], url: str, model: str, image_p
     record.update(image_sha256=sha256_file(image_path), chat_template=template, skingpt4_version=package_version(),
                   created_utc=datetime.now(timezone.utc).isoformat(timespec="seconds"), server=url,
                   served_model=model)
-    if exported.get("tiny"):
-        record["note"] = TINY_NOTE
+    if exported.get("synthetic", exported.get("tiny")):  # "tiny": exports written before the variants said so
+        record["note"] = SYNTHETIC_NOTE
     return record
 
 

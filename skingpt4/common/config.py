@@ -18,7 +18,8 @@ import difflib
 import os
 import typing
 from pathlib import Path
-from typing import Any, Iterable, Optional, Type
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional, Type
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -32,7 +33,7 @@ class ConfigError(ValueError):
 
 
 def load_config(cfg_path: str | os.PathLike, options: Iterable[str] = ()) -> DictConfig:
-    cfg = OmegaConf.merge(_load_file(Path(cfg_path), chain=()), parse_options(options))
+    cfg = OmegaConf.merge(load_layers(Path(cfg_path)), parse_options(options))
     check_keys(cfg, TOP_LEVEL_SECTIONS, where="config")
     try:  # interpolations across sections (run.output_dir: output/${model.variant}_step1) resolve here
         OmegaConf.resolve(cfg)
@@ -41,8 +42,9 @@ def load_config(cfg_path: str | os.PathLike, options: Iterable[str] = ()) -> Dic
     return cfg
 
 
-def _load_file(path: Path, chain: tuple[Path, ...]) -> DictConfig:
-    """One YAML file merged over its `base:` (recursively)."""
+def load_layers(path: Path, chain: tuple[Path, ...] = ()) -> DictConfig:
+    """One YAML file merged over its `base:` (recursively; paths relative to the file). Configs and model
+    variants are layered this way."""
     if not path.is_file():
         what = f"the base of '{chain[-1]}'" if chain else "pass an existing YAML file to --cfg-path"
         raise ConfigError(f"config file not found: '{path}' ({what})")
@@ -61,7 +63,7 @@ def _load_file(path: Path, chain: tuple[Path, ...]) -> DictConfig:
     if not bases or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"config '{path}': '{BASE_KEY}' must be the path of another YAML file (or a list of them, "
                           f"merged in order), got {base!r}")
-    layers = [_load_file(path.parent / b, chain + (path.resolve(),)) for b in bases]
+    layers = [load_layers(path.parent / b, chain + (path.resolve(),)) for b in bases]
     return OmegaConf.merge(*layers, cfg)
 
 
@@ -137,3 +139,61 @@ def require_path(value: Optional[str], key: str, what: str, must_be: str = "exis
         kind = {"exist": "", "file": " file", "dir": " directory"}[must_be]
         raise ConfigError(f"config key '{key}': no such{kind} '{value}'; put {what} there")
     return path
+
+
+@dataclass(frozen=True)
+class ConfigPath:
+    """A path a part of the project reads from its config, declared next to that part (an evaluation task, a dataset
+    builder, the runner) so that the preflight checks exactly what will be read (skingpt4/preflight.py).
+
+    key: dotted, from the config's top (`evaluation.cases`) or, for a dataset builder, from its block (`storage`).
+    kind: exist | file | dir | checkpoint (a non-empty file). each: the value is a list or mapping of such paths.
+    optional: a null value is fine. check: a function (value, key) that raises ConfigError, instead of `kind`."""
+
+    key: str
+    what: str
+    kind: str = "exist"
+    optional: bool = False
+    each: bool = False
+    check: Optional[Callable[[Any, str], Any]] = None
+
+    def problems(self, section: Any, prefix: str = "") -> list[str]:
+        """Every problem of this path in `section` (the config, or a dataset block), one message each."""
+        key = f"{prefix}{self.key}"
+        value = OmegaConf.select(section, self.key, default=None) if isinstance(section, DictConfig) else \
+            _select_plain(section, self.key)
+        if not _is_set(value):
+            return [] if self.optional else [self._problem(value, key)]
+        values = (list(value.items()) if isinstance(value, (dict, DictConfig)) else
+                  list(enumerate(value)) if isinstance(value, (list, ListConfig)) else None) if self.each else None
+        if self.each and values is None:
+            return [f"config key '{key}' must be a list (or mapping) of paths, got {value!r}"]
+        entries = [(f"{key}.{name}" if isinstance(name, str) else f"{key}[{name}]", v) for name, v in values] \
+            if self.each else [(key, value)]
+        return [problem for entry_key, entry in entries if (problem := self._problem(entry, entry_key))]
+
+    def _problem(self, value: Any, key: str) -> Optional[str]:
+        try:
+            if self.check is not None:
+                self.check(to_plain(value), key)
+            else:
+                path = require_path(value, key, self.what, "file" if self.kind == "checkpoint" else self.kind)
+                if self.kind == "checkpoint" and path.stat().st_size == 0:
+                    return f"config key '{key}': checkpoint '{value}' is empty (0 bytes); was it written completely?"
+        except ConfigError as err:
+            return str(err)
+        return None
+
+
+def _is_set(value: Any) -> bool:
+    return value is not None and str(value).strip() not in ("", "null", "???")
+
+
+def _select_plain(section: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        section = section.get(part) if hasattr(section, "get") else None
+    return section
+
+
+def config_path_problems(section: Any, paths: Iterable[ConfigPath], prefix: str = "") -> list[str]:
+    return [problem for path in paths for problem in path.problems(section, prefix)]

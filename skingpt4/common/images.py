@@ -47,9 +47,6 @@ def _image_suffixes() -> tuple[str, ...]:
 IMAGE_SUFFIXES = _image_suffixes()
 
 
-def is_image_file(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES
-
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image]
 
 

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from skingpt4.common import registry
-from skingpt4.common.config import ConfigError, apply_schema, require_path, to_plain
+from skingpt4.common.config import ConfigError, ConfigPath, apply_schema, require_path, to_plain
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
 from skingpt4.datasets.image_text_pairs import ImageTextPairsDataset
 from skingpt4.datasets.webdataset_source import WebDatasetSource, resolve_shards
@@ -59,11 +59,16 @@ class WebDatasetConfig:
 
 
 class FolderBuilder:
-    """Image-text pairs from a prepared folder. `required_fields` tells a wrong folder from the right one."""
+    """Image-text pairs from a prepared folder. `required_fields` tells a wrong folder from the right one; `paths`
+    are what the builder reads from its block (the preflight checks them before anything loads)."""
 
     Config = FolderSourceConfig
     required_fields: tuple[str, ...] = ()
     what = "a prepared folder with filter_cap.json and image/ (see data_prep/README.md)"
+
+    @property
+    def paths(self) -> tuple[ConfigPath, ...]:
+        return (ConfigPath("storage", self.what, "dir"),)
 
     def build(self, cfg: DictConfig, name: str) -> ImageTextPairsDataset:
         storage = require_path(cfg.storage, f"datasets.{name}.storage", self.what, must_be="dir")
@@ -105,6 +110,7 @@ class SkinNotesBuilder(FolderBuilder):
 @registry.datasets.register("webdataset")
 class WebDatasetBuilder:
     Config = WebDatasetConfig
+    paths = (ConfigPath("shards", "webdataset shards", check=resolve_shards),)
 
     def build(self, cfg: DictConfig, name: str) -> WebDatasetSource:
         return WebDatasetSource(

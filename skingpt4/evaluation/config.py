@@ -3,14 +3,32 @@ Every key is documented in docs/evaluation.md."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
 from skingpt4.chat.decoding import DecodingConfig
-from skingpt4.common.config import ConfigError, apply_schema
+from skingpt4.common.config import ConfigError, ConfigPath, apply_schema
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS, CONCEPT_PROMPT
 
+
+@dataclass(frozen=True)
+class EvalTask:
+    """An `evaluate.py --task`: its function (ctx -> summary), whether it reads the model, and the config paths it
+    reads (the preflight checks exactly these, all at once, before the model loads)."""
+
+    run: Callable
+    uses_model: bool = True
+    paths: tuple[ConfigPath, ...] = ()
+
+
+CASES_WHAT = "a folder of images, a cases CSV or a prepared folder with filter_cap.json"
+CLASS_FILE = ConfigPath("evaluation.class_file", "a class table like skingpt4/common/classes.json", "file",
+                        optional=True)
+# What every task that answers about cases reads.
+CASE_PATHS = (ConfigPath("evaluation.cases", CASES_WHAT), CLASS_FILE,
+              ConfigPath("evaluation.concept_file", "a concept table like skingpt4/common/concepts.json", "file",
+                         optional=True))
 
 
 @dataclass
@@ -60,7 +78,7 @@ class EvaluationConfig:
     unplaced_dermnet_as: Optional[str] = "Others"  # class of Dermnet folders the paper does not place; null: drop
     label_from_diagnosis: bool = False       # unlabelled cases with a `diagnosis` get the class named in it
     class_file: Optional[str] = None         # default: skingpt4/common/classes.json (the one class table)
-    concept_file: Optional[str] = None       # default: skingpt4/evaluation/concepts.json
+    concept_file: Optional[str] = None       # default: skingpt4/common/concepts.json (the one concept table)
     prompts: List[str] = field(default_factory=lambda: list(CLINICAL_PROMPTS))
     batch_size: int = 8                      # cases answered together by ChatEngine.ask_batch
     seed: int = 0                            # base seed; each batched call gets a seed derived from it

@@ -11,18 +11,19 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 
 from skingpt4.chat.differential import (DifferentialScorer, calibration_path, class_answers, probabilities,
-                                        projection_sha256, read_calibration, write_calibration)
-from skingpt4.common.config import ConfigError, require_path
+                                        read_calibration, write_calibration)
+from skingpt4.common.config import ConfigError, ConfigPath, require_path
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.evaluation import calibration as cal
 from skingpt4.evaluation.cases import Case, load_cases
+from skingpt4.evaluation.config import CASE_PATHS, CLASS_FILE, EvalTask
 from skingpt4.evaluation.tables import clean_nan, finish_task, format_table, write_csv, write_json
+from skingpt4.models.identity import model_identity
 
 log = logging.getLogger("skingpt4.evaluation")
 
@@ -71,9 +72,7 @@ def calibrate(ctx) -> dict:
     checkpoint = _checkpoint(ctx)
     if not checkpoint:
         raise ConfigError("the calibration is written next to the projection checkpoint: set model.ckpt")
-    source = require_path(ctx.ev.differential.validation_cases, "evaluation.differential.validation_cases",
-                          "the validation split (a folder of images, a cases CSV or a prepared folder), not the "
-                          "test cases")
+    source = require_path(ctx.ev.differential.validation_cases, VALIDATION_CASES.key, VALIDATION_CASES.what)
     cases, dropped = load_cases(source, ctx.extractor, ctx.ev.unplaced_dermnet_as, ctx.ev.limit,
                                 ctx.ev.label_from_diagnosis)
     cases, scores, problems = score_cases(ctx, _labelled(ctx, cases, f"'{source}'"))
@@ -84,7 +83,7 @@ def calibrate(ctx) -> dict:
     record = {"temperature": temperature, "abstain_below": ctx.ev.differential.abstain_below,
               "length_norm": ctx.ev.differential.length_norm,
               "question": ctx.ev.differential.question, "fitted_on": str(source), "n": len(cases),
-              "projection_sha256": projection_sha256(ctx.engine.model),
+              "projection_sha256": model_identity(ctx.engine.model)["projection_sha256"],
               "checkpoint": str(checkpoint), "nll_before": cal.nll(scores, labels, 1.0),
               "nll_after": cal.nll(scores, labels, temperature),
               "before": cal.calibration_summary(before, labels), "after": cal.calibration_summary(after, labels),
@@ -154,4 +153,7 @@ def _by_skin_type(cases: Sequence[Case], probs: torch.Tensor, labels: torch.Tens
     return [{"group": g, **cal.calibration_summary(probs[idx], labels[idx])} for g, idx in sorted(groups.items())]
 
 
-TASKS = {"calibrate": calibrate, "differential": differential}
+VALIDATION_CASES = ConfigPath("evaluation.differential.validation_cases", "the validation split (a folder of images, "
+                              "a cases CSV or a prepared folder), not the test cases")
+TASKS = {"calibrate": EvalTask(calibrate, paths=(VALIDATION_CASES, CLASS_FILE)),
+         "differential": EvalTask(differential, paths=CASE_PATHS)}

@@ -1,6 +1,6 @@
 """Read a diagnosis class (or SKINCON concepts) out of a free-text answer.
 
-The words that name each class live in the one class table, `skingpt4/common/classes.json` (concepts: `concepts.json`).
+The words that name each class live in the one class table, `skingpt4/common/classes.json` (concepts: `skingpt4/common/concepts.json`).
 Rule, applied to every answer:
   1. The text is lower-cased, hyphens/slashes read as spaces, and split into words and punctuation.
   2. Synonyms are matched on whole words, left to right, the longest synonym winning where two start at
@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from skingpt4.common.class_table import CLASS_TABLE
+from skingpt4.common.concept_table import CONCEPT_TABLE
 
 UNKNOWN = "unknown"
-DATA_DIR = Path(__file__).resolve().parent
 CLASS_FILE = CLASS_TABLE  # the one class table (skingpt4/common/classes.json)
-CONCEPT_FILE = DATA_DIR / "concepts.json"
+CONCEPT_FILE = CONCEPT_TABLE  # the one concept table (skingpt4/common/concepts.json)
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[.,;:!?]")
 _PUNCT = frozenset(".,;:!?")

@@ -1,5 +1,5 @@
-"""What a run is pinned to (SHA-256 of the model config, checkpoint, projection weights and image), and the
-per-case JSON record that makes every answer traceable."""
+"""The per-case JSON record that makes every answer traceable: the case, its answers, the decoding and the model's
+identity (`skingpt4.models.identity.model_identity`: config, checkpoint and projection SHA-256s)."""
 from __future__ import annotations
 
 import hashlib
@@ -7,20 +7,6 @@ import re
 from dataclasses import asdict
 from datetime import datetime, timezone
 from typing import Optional
-
-from skingpt4.common.fingerprint import sha256_file, sha256_json, sha256_state_dict
-
-
-def model_fingerprint(model, checkpoint: Optional[str]) -> dict:
-    """Identity of the model that answers: its resolved config, checkpoint file, projection weights."""
-    return {
-        "model_config_sha256": sha256_json(model.cfg),
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "checkpoint_sha256": sha256_file(checkpoint) if checkpoint else None,
-        "projection_sha256": sha256_state_dict(model.trainable_state_dict()),
-        "llm_model": str(model.cfg.llm_model),
-        "chat_template": model.template.name,
-    }
 
 
 def case_record(case, answers: list[dict], decoding, seed: Optional[int], fingerprint: dict, template: str,

@@ -13,21 +13,22 @@ import torch
 from omegaconf import DictConfig
 
 from skingpt4.chat import ChatEngine
-from skingpt4.common.config import ConfigError, require_path
+from skingpt4.common.config import ConfigError, ConfigPath, require_path
 from skingpt4.common.images import ImageError, load_image
 from skingpt4.evaluation import consistency as cons
 from skingpt4.evaluation import differential_tasks
 from skingpt4.evaluation import metrics as met
 from skingpt4.evaluation import questionnaire as quest
 from skingpt4.evaluation.cases import CaseError, load_cases
-from skingpt4.evaluation.config import EvaluationConfig, evaluation_config
+from skingpt4.evaluation.config import CASE_PATHS, CASES_WHAT, EvalTask, EvaluationConfig, evaluation_config
 from skingpt4.evaluation.extract import ClassExtractor, ConceptExtractor
 from skingpt4.evaluation.image_control import image_control
 from skingpt4.evaluation.latency import latency_stats, plot_latency
-from skingpt4.evaluation.records import case_record, model_fingerprint, record_filename
+from skingpt4.evaluation.records import case_record, record_filename
 from skingpt4.evaluation.report import case_html, thumbnail_data_uri, write_report
 from skingpt4.evaluation.sessions import run_sessions
 from skingpt4.evaluation.tables import clean_nan, finish_task, format_table, none_if_nan, write_csv, write_json
+from skingpt4.models.identity import model_identity
 from skingpt4.prompting.clinical import prompt_name
 
 log = logging.getLogger("skingpt4.evaluation")
@@ -65,11 +66,10 @@ class EvalContext:
 
     def fingerprint(self) -> dict:
         model = self.engine.model
-        return model_fingerprint(model, self.checkpoint or model.cfg.ckpt)
+        return model_identity(model, self.checkpoint)
 
     def cases(self, limit: Optional[int] = None):
-        source = require_path(self.ev.cases, "evaluation.cases",
-                              "a folder of images, a cases CSV or a prepared folder with filter_cap.json")
+        source = require_path(self.ev.cases, "evaluation.cases", CASES_WHAT)
         cases, dropped = load_cases(source, self.extractor, self.ev.unplaced_dermnet_as, limit or self.ev.limit,
                                     self.ev.label_from_diagnosis)
         return cases, [{**d, "image": None} for d in dropped]
@@ -150,9 +150,10 @@ def _thumbnail(image_path: str) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------------------------ questionnaire
-def questionnaire(ctx: EvalContext, inputs: Sequence[str] = ()) -> dict:
-    """Validate filled questionnaires and write the Fig. 4a table (CSV) and chart (PNG)."""
-    paths = [Path(p) for p in (inputs or ctx.ev.questionnaire.inputs)]
+def questionnaire(ctx: EvalContext) -> dict:
+    """Validate filled questionnaires (`evaluation.questionnaire.inputs`, which evaluate.py's --inputs sets) and write
+    the Fig. 4a table (CSV) and chart (PNG)."""
+    paths = [Path(p) for p in ctx.ev.questionnaire.inputs]
     if not paths:
         raise ConfigError("no filled questionnaires: pass --inputs FILE.csv ... or set evaluation.questionnaire.inputs")
     known = None
@@ -394,6 +395,16 @@ def _not_measured(task: str, rows: list[dict]) -> set[str]:
     return unmeasured
 
 
-TASKS = {"clinical": clinical, "questionnaire": questionnaire, "consistency": consistency, "metrics": metrics,
-         "response_time": response_time, "ablation": ablation, "image_control": image_control,
+ABLATION_CHECKPOINTS = ConfigPath("evaluation.ablation.checkpoints", "a SkinGPT-4 / MiniGPT-4 projection checkpoint "
+                                  "(.pth)", "checkpoint", each=True)
+QUESTIONNAIRE_PATHS = (
+    ConfigPath("evaluation.questionnaire.inputs", "a filled questionnaire CSV (or pass --inputs)", "file", each=True),
+    ConfigPath("evaluation.questionnaire.clinical_dir", "the output folder of a clinical run", "dir", optional=True))
+TASKS = {"clinical": EvalTask(clinical, paths=CASE_PATHS),
+         "questionnaire": EvalTask(questionnaire, uses_model=False, paths=QUESTIONNAIRE_PATHS),
+         "consistency": EvalTask(consistency, paths=CASE_PATHS),
+         "metrics": EvalTask(metrics, paths=CASE_PATHS),
+         "response_time": EvalTask(response_time, paths=CASE_PATHS),
+         "ablation": EvalTask(ablation, paths=CASE_PATHS + (ABLATION_CHECKPOINTS,)),
+         "image_control": EvalTask(image_control, paths=CASE_PATHS),
          **differential_tasks.TASKS}

@@ -25,8 +25,7 @@ from typing import Optional
 
 import torch
 
-from skingpt4.common.config import ConfigError, to_plain
-from skingpt4.common.fingerprint import sha256_file, sha256_json
+from skingpt4.common.config import ConfigError
 from skingpt4.common.precision import DTYPES
 from skingpt4.export.prompt import IMAGE_TOKEN, chat_template_jinja
 from skingpt4.models.checkpoints import save_checkpoint
@@ -145,9 +144,7 @@ def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optiona
         raise ExportError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype] if dtype else model.llm_dtype
     identity = model_identity(model)  # before merging: the trained weights (projection + adapters) as saved
-    identity.update(model_config_sha256=sha256_json(to_plain(model.cfg)),
-                    checkpoint_sha256=sha256_file(identity["checkpoint"]) if identity["checkpoint"] else None,
-                    **(source or {}))
+    identity.update(source or {})
     merged = merge_adapters(model.llm) if has_adapters(model.llm) else 0
     if merged:
         log.info("merged the LoRA adapters of %d layers into the LLM weights", merged)

@@ -2,6 +2,7 @@
 evaluation and the benchmarks (docs/model.md).
 
     model = build_model(cfg.model)             # or build_model(cfg.model, device="cuda:1")
+    model = build_model(cfg.model, random_llm_shapes={...})          # random weights (benchmarks, tiny build)
 
 The user's block is merged over its variant's YAML (skingpt4/models/variants/<variant>.yaml) and checked
 against `SkinGPT4Config`; every problem is a `ConfigError` naming the key (a typo lists the valid keys, an
@@ -12,12 +13,13 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from skingpt4.common import registry
-from skingpt4.common.config import ConfigError, apply_schema, require_path
+from skingpt4.common.config import ConfigError, ConfigPath, apply_schema, load_layers, require_path
 from skingpt4.common.precision import get_dtype, resolve_device
-from skingpt4.models.llm import load_llm, load_tokenizer
+from skingpt4.models.llm import load_llm, load_tokenizer, random_llm
 from skingpt4.models.loading import load_frozen_weights, load_trained_checkpoint
 from skingpt4.models.lora import add_adapters, check_settings
 from skingpt4.models.skin_gpt4 import SkinGPT4, SkinGPT4Config
@@ -34,7 +36,7 @@ def model_config(user_cfg) -> DictConfig:
     variant = (user_cfg or {}).get("variant", SkinGPT4Config.variant)
     if variant not in variants:
         raise ConfigError(registry.unknown_choice_message("model.variant", variant, sorted(variants)))
-    defaults = OmegaConf.load(variants[variant])
+    defaults = load_layers(variants[variant])
     cfg = apply_schema(user_cfg, SkinGPT4Config, "model", defaults=defaults)
     cfg.variant = variant
     try:
@@ -54,25 +56,59 @@ def model_config(user_cfg) -> DictConfig:
     return cfg
 
 
-def build_model(user_cfg, device: Optional[str] = None) -> SkinGPT4:
-    """Build the model of a `model:` block; `device` (cpu, cuda, cuda:N) overrides `model.device`."""
+LLM_WHAT = "the local directory of a Llama-family LLM in transformers format (e.g. Llama-2-13b-chat-hf)"
+
+
+def model_paths(cfg: DictConfig, ckpt_what: str) -> tuple[ConfigPath, ...]:
+    """The weight paths a resolved `model:` block (`model_config`) makes `build_model` read, keys from the block."""
+    if cfg.blip2_hf_dir:
+        frozen = (ConfigPath("blip2_hf_dir", "a transformers BLIP-2 snapshot directory", "dir"),)
+    else:
+        frozen = (ConfigPath("q_former_model", "blip2_pretrained_flant5xxl.pth (the BLIP-2 checkpoint with the "
+                             "Q-Former), or set model.blip2_hf_dir", "checkpoint"),
+                  ConfigPath("vit_model", "eva_vit_g.pth (EVA-ViT-g weights)", "checkpoint", optional=True))
+    return frozen + (ConfigPath("llm_model", LLM_WHAT, "dir"),
+                     ConfigPath("ckpt", ckpt_what, "checkpoint", optional=True))
+
+
+def build_model(user_cfg, device: Optional[str] = None, random_llm_shapes: Optional[dict] = None,
+                llm_on_meta: bool = False) -> SkinGPT4:
+    """Build the model of a `model:` block; `device` (cpu, cuda, cuda:N) overrides `model.device`.
+
+    `random_llm_shapes` (LlamaConfig fields): a model of the same parts with random weights instead, made directly
+    on its device, no weight file read (`model.llm_model` then only supplies the tokenizer, `model.ckpt` must be
+    null): the benchmarks' full-size models and the tiny world's build. `llm_on_meta`: its LLM is made on the meta
+    device (shapes only, it cannot run), to measure the vision side of the full size without the memory for 13B."""
     if device is not None:
         user_cfg = OmegaConf.merge(user_cfg or {}, {"device": str(device)})
     cfg = model_config(user_cfg)
     place = resolve_device(cfg.device)
     llm_dtype = get_dtype(cfg.llm_precision, place, "model.llm_precision")
-    require_path(cfg.llm_model, "model.llm_model", "the local directory of a Llama-family LLM in transformers "
-                 "format (e.g. Llama-2-13b-chat-hf)", "dir")  # checked first: it is the path most often wrong
+    random = random_llm_shapes is not None
+    require_path(cfg.llm_model, "model.llm_model", LLM_WHAT if not random else "a tokenizer directory", "dir")
+    if cfg.ckpt and random:
+        raise ConfigError("model.ckpt must be null for a model of random weights")
     if cfg.ckpt:
         require_path(cfg.ckpt, "model.ckpt", "a SkinGPT-4 / MiniGPT-4 checkpoint (.pth) with the projection", "file")
     tokenizer = load_tokenizer(cfg.llm_model, cfg.tokenizer.pad_token)
     template = registry.chat_templates.get(cfg.template)
-    llm = load_llm(cfg.llm_model, llm_dtype, place, cfg.llm_quantization, attn_implementation=cfg.attn_implementation)
+    if random:
+        llm = random_llm(random_llm_shapes, tokenizer, llm_dtype, torch.device("meta") if llm_on_meta else place,
+                         cfg.attn_implementation)
+    else:
+        llm = load_llm(cfg.llm_model, llm_dtype, place, cfg.llm_quantization,
+                       attn_implementation=cfg.attn_implementation)
     if cfg.lora.r:
         add_adapters(llm, cfg.lora)  # QLoRA when the LLM was loaded in 4 bits
     if cfg.gradient_checkpointing:
         llm.gradient_checkpointing_enable()
         llm.config.use_cache = False
+    if random:
+        with torch.device(place):  # ViT-g's 1B parameters are made on the GPU too, then cast by place()
+            model = SkinGPT4(cfg, template, tokenizer, llm)
+            torch.nn.init.normal_(model.query_tokens, std=0.02)
+        model.load_reports = []
+        return model.place()
     model = SkinGPT4(cfg, template, tokenizer, llm)
     model.load_reports = load_frozen_weights(model, cfg)
     if cfg.ckpt:

@@ -107,3 +107,25 @@ def quantization_kwargs(quantization: str, device: torch.device, dtype: torch.dt
     else:
         bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_type="nf4")
     return dict(quantization_config=bnb, device_map={"": device.index or 0})
+
+
+def random_llm(shapes: dict, tokenizer, dtype: torch.dtype, device: torch.device, attn_implementation: str = "sdpa"):
+    """A frozen LlamaForCausalLM of `shapes` (LlamaConfig fields; `vocab_size` None: the tokenizer's) with random
+    weights, allocated on `device` in `dtype` from the start (13B: no fp32 copy on the host). For
+    `build_model(..., random_llm_shapes=...)`: benchmarks and the tiny world's build, never for answers."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shapes = {**shapes, "vocab_size": shapes.get("vocab_size") or len(tokenizer)}
+    config = LlamaConfig(**shapes, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=None, attn_implementation=attn_implementation)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            llm = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    llm.to(dtype).eval()
+    for param in llm.parameters():
+        param.requires_grad = False
+    return llm

@@ -36,6 +36,7 @@ class SkinGPT4Config:
     variant: str = "llama2_13b_chat"         # skingpt4/models/variants/<variant>.yaml goes under your `model:` block
     template: str = "vicuna_v0"              # the prompt format (registry.chat_templates), named by the variant
     llm_hidden_size: Optional[int] = None    # the variant's LLM width (the projection's output), for messages
+    synthetic: bool = False                  # a model of the synthetic tiny world (its answers say so), not of skin
     # --- weights, all local paths ---
     vit_model: Optional[str] = None          # eva_vit_g.pth (bare EVA state dict)
     q_former_model: Optional[str] = None     # blip2_pretrained_flant5xxl.pth (LAVIS {"model": ...})

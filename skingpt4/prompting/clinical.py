@@ -1,16 +1,14 @@
-"""The questions the project asks of a skin photo (docs/prompts.md): the paper's four clinical prompts, asked in
-this order in one conversation, and the step-1 concept question."""
+"""The questions the project asks of a skin photo (docs/prompts.md), read from the prompt files shipped with the
+package: the paper's four clinical prompts (prompts/clinical.txt), asked in this order in one conversation, and
+the step-1 concept question (the line of prompts/step1.txt, without its image tag)."""
+from skingpt4.prompting.prompt_files import packaged_lines, question_of
 
-CLINICAL_PROMPTS = (
-    "Could you describe the skin disease in this image for me?",
-    "Please provide a paragraph listing additional features you observed in the image.",
-    "Based on the previous information, please provide a detailed explanation of the cause of this skin disease.",
-    "What treatment and medication should be recommended for this case?",
-)
+CLINICAL_PROMPTS = tuple(packaged_lines("clinical.txt"))
 # Short names of the four prompts, for buttons, plots and tables.
 CLINICAL_LABELS = ("Describe the skin disease", "Additional features", "Cause", "Treatment and medication")
 # The step-1 (SKINCON) training prompt, used to ask for the concepts an image shows.
-CONCEPT_PROMPT = "Could you describe the medical concepts of skin disease in this image for me?"
+CONCEPT_PROMPT = question_of(packaged_lines("step1.txt")[0])
+assert len(CLINICAL_PROMPTS) == len(CLINICAL_LABELS), "prompts/clinical.txt holds the paper's four prompts"
 
 
 def prompt_name(prompt: str, index: int) -> str:

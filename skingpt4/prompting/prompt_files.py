@@ -1,9 +1,13 @@
-"""Training prompt files (prompts/*.txt): one prompt line per line, each carrying `<Img><ImageHere></Img>`; lines
-without `<ImageHere>` are skipped, as the original does (docs/prompts.md). Each training item gets a line drawn
-with its own seed, so the prompt of every sample is reproducible, survives a resume and does not depend on how
-many processes share the batch."""
+"""Prompt files: one prompt a line. The project's own ship with the package in skingpt4/prompting/prompts/
+(docs/prompts.md): `step1.txt` and `step2.txt` (training prompt lines, each carrying `<Img><ImageHere></Img>`; lines
+without `<ImageHere>` are skipped, as the original does) and `clinical.txt` (the paper's four clinical prompts, in
+the order they are asked). A config names one as `prompts/step1.txt`; any other path is a file of the user's.
+
+Each training item gets a line drawn with its own seed, so the prompt of every sample is reproducible, survives a
+resume and does not depend on how many processes share the batch."""
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 from typing import Optional, Sequence
@@ -11,22 +15,41 @@ from typing import Optional, Sequence
 from skingpt4.common.config import ConfigError, require_path
 from skingpt4.prompting.templates import IMAGE_PLACEHOLDER, IMAGE_TAG
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
+PROMPT_FILE_WHAT = "a text file with one prompt per line (the project's: prompts/step1.txt, prompts/step2.txt)"
+
+
+def resolve_prompt_path(path: str | os.PathLike) -> Path:
+    """A user's file as given (absolute, or relative to the working directory); else `prompts/<name>` names a file
+    shipped in skingpt4/prompting/prompts/."""
+    file = Path(os.path.expanduser(str(path)))
+    if file.is_absolute() or file.exists():
+        return file
+    packaged = PROMPTS_DIR.parent / file
+    return packaged if packaged.is_file() else file
+
+
+def packaged_lines(name: str) -> list[str]:
+    """The non-empty lines of a prompt file shipped with the package (`clinical.txt`, ...)."""
+    lines = (PROMPTS_DIR / name).read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip()]
 
 
 def read_prompt_lines(path: Optional[str], key: str = "run.prompt_path") -> list[str]:
-    """The prompt lines of `path` (relative paths are also looked up from the project root); [] for no file."""
+    """The training prompt lines of `path` (those carrying the image placeholder); [] for no file."""
     if not path:
         return []
-    file = Path(path)
-    if not file.is_absolute() and not file.exists():
-        file = PROJECT_ROOT / file
-    require_path(str(file), key, "a text file with one prompt per line (see prompts/)", "file")
+    file = require_path(str(resolve_prompt_path(path)), key, PROMPT_FILE_WHAT, "file")
     lines = [line.strip() for line in file.read_text(encoding="utf-8").splitlines()]
     prompts = [line for line in lines if IMAGE_PLACEHOLDER in line]
     if not prompts:
         raise ConfigError(f"{key} '{path}' has no line containing {IMAGE_TAG}")
     return prompts
+
+
+def question_of(prompt_line: str) -> str:
+    """A training prompt line without its image tag: the question as a chat user asks it."""
+    return prompt_line.replace(IMAGE_TAG, "").strip()
 
 
 def draw_prompts(lines: Sequence[str], item_seeds: Sequence[int],

@@ -12,7 +12,8 @@ from typing import List, Optional
 from omegaconf import DictConfig
 
 from skingpt4.common import registry
-from skingpt4.common.config import ConfigError, apply_schema
+from skingpt4.common.config import ConfigError, ConfigPath, apply_schema, require_path
+from skingpt4.prompting.prompt_files import PROMPT_FILE_WHAT, resolve_prompt_path
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 OPTIMIZER_IMPLS = ("auto", "fused", "foreach", "for_loop")
@@ -59,6 +60,16 @@ class RunConfig:
     progress_bar: bool = True
     tensorboard: bool = True            # when the tensorboard package is installed
     stop_after_iters: Optional[int] = None  # stop (saving a checkpoint) once this many steps are done
+
+
+def _prompt_file(value, key: str) -> None:
+    require_path(str(resolve_prompt_path(value)), key, PROMPT_FILE_WHAT, "file")
+
+
+# The paths training reads from `run:` (the preflight checks them with the model's and the datasets').
+RUN_PATHS = (ConfigPath("run.prompt_path", "prompt file", optional=True, check=_prompt_file),
+             ConfigPath("run.resume_ckpt_path", "the checkpoint_last.pth of the run to continue", "checkpoint",
+                        optional=True))
 
 
 def build_run_config(section) -> DictConfig:

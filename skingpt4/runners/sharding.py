@@ -39,12 +39,6 @@ def shard_model(model: nn.Module, dist: DistInfo) -> nn.Module:
     return model
 
 
-def is_sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
 def full_trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trainable parameters as full CPU tensors; a collective: every process calls it."""
     return {name: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().to("cpu", copy=True)

@@ -25,6 +25,10 @@ CONCEPT_COLORS = [(200, 30, 30), (30, 150, 40), (30, 60, 200), (235, 205, 20), (
 SHAPES = ("disk", "square", "triangle", "ring", "cross", "diamond")
 FILLS = ("solid", "horizontal stripes", "vertical stripes", "checks", "dots", "diagonal stripes")  # one per shape
 PATTERNS = ("dots", "rings", "blob", "stripes")
+# The doctors' note of a synthetic notes image (data_prep/make_synthetic.py writes it; the tiny LLM's corpus says
+# it the same way).
+NOTE_CAPTION = ("The image shows {phrase}. The affected skin shows a {pattern} pattern. A dermatologist should "
+                "confirm the diagnosis and advise on treatment.")
 N_FOLDERS = 23                                   # Dermnet folders (sorted names index the looks)
 N_CONCEPTS = len(SHAPES) * len(CONCEPT_COLORS)   # 48 SKINCON concepts (header order indexes the glyphs)
 

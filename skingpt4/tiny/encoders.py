@@ -2,7 +2,7 @@
 Q-Former), and the probe that shows what the query outputs carry.
 
 BLIP-2's Q-Former was pretrained on real photos over a frozen EVA-ViT, so its 32 query outputs describe what a
-photo shows. The tiny one gets the same property from the synthetic world (`tiny_world`): the tiny vision
+photo shows. The tiny one gets the same property from the synthetic world (`world.py`): the tiny vision
 encoder keeps its seeded random weights (frozen, as EVA is), and the Q-Former and its query tokens learn, on
 freshly drawn images, to make the mean of the query outputs predict what each image shows through linear heads
 that are then thrown away: the Dermnet folder look of a lesion image (softmax), the concept glyphs of a
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from skingpt4.models import tiny_world as world
+from skingpt4.tiny import world
 from skingpt4.models.eva_vit import VisionConfig, build_eva_vit
 from skingpt4.models.qformer import QFormerConfig, build_qformer
 from skingpt4.processors.image import Blip2ImageEvalProcessor

@@ -1,4 +1,4 @@
-"""Pretraining the tiny Llama on the tiny corpus (tiny_corpus.py), so that it speaks the project's clinical
+"""Pretraining the tiny Llama on the tiny corpus (corpus.py), so that it speaks the project's clinical
 language and reads its image slot.
 
 A real LLM arrives knowing words; the projection of SkinGPT-4 learns to put into the image positions something
@@ -21,8 +21,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from skingpt4.models.tiny_corpus import Corpus, Dialogue
-from skingpt4.prompting import IMAGE_SLOT, layout
+from skingpt4.tiny.corpus import Corpus, Dialogue
+from skingpt4.prompting import layout
 
 IGNORE = -100
 
@@ -94,32 +94,27 @@ class Tokenized:
         return len(ids) - start
 
 
-def batch_inputs(llm, tokens: Tokenized, dialogues: Sequence[Dialogue], slots: Sequence[torch.Tensor]) -> dict:
-    """inputs_embeds / attention_mask / labels of dialogues laid out with their slots, right-padded."""
+def batch_inputs(model, tokens: Tokenized, dialogues: Sequence[Dialogue], slots: Sequence[torch.Tensor]) -> dict:
+    """inputs_embeds / attention_mask / labels of dialogues laid out with their slots, right-padded: the image
+    positions are filled by `SkinGPT4.embed`, as in training and chat."""
     rows = [tokens(d) for d in dialogues]
-    length = max(len(ids) for ids, _ in rows)
-    pad = tokens.tokenizer.pad_token_id
-    ids_t = torch.full((len(rows), length), pad, dtype=torch.long)
-    labels = torch.full((len(rows), length), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    embeds, mask = model.embed([ids for ids, _ in rows], torch.stack(list(slots)))
+    labels = torch.full(mask.shape, IGNORE, dtype=torch.long)
     for r, (ids, start) in enumerate(rows):
-        ids_t[r, :len(ids)] = torch.tensor([pad if t == IMAGE_SLOT else t for t in ids])
-        labels[r, start:len(ids)] = ids_t[r, start:len(ids)]
-        mask[r, :len(ids)] = 1
-    embeds = llm.get_input_embeddings()(ids_t).clone()
-    for r, (ids, _) in enumerate(rows):
-        first = ids.index(IMAGE_SLOT)
-        embeds[r, first:first + len(slots[r])] = slots[r]
+        labels[r, start:len(ids)] = torch.tensor(ids[start:])
     return {"inputs_embeds": embeds, "attention_mask": mask, "labels": labels}
 
 
-def pretrain_llm(llm, tokenizer, corpus: Corpus, codes: SlotCodes, recipe: LLMRecipe, seed: int,
-                 n_slot: int = 32, progress: Optional[Callable[[int, float], None]] = None) -> None:
-    """Train `llm` in place on seeded corpus batches; leaves it in eval mode."""
+def pretrain_llm(model, corpus: Corpus, codes: SlotCodes, recipe: LLMRecipe, seed: int,
+                 progress: Optional[Callable[[int, float], None]] = None) -> None:
+    """Train the LLM of `model` (a SkinGPT4 of random weights, tiny_assets' build) in place on seeded corpus
+    batches; leaves it in eval mode."""
+    llm, n_slot = model.llm, model.cfg.qformer.num_query_tokens
+    llm.requires_grad_(True)  # the tiny LLM is pretrained here, then frozen like any LLM
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     stream = corpus.stream(seed)
-    tokens = Tokenized(corpus, tokenizer, n_slot)
+    tokens = Tokenized(corpus, model.tokenizer, n_slot)
     optimizer = torch.optim.AdamW(llm.parameters(), lr=recipe.lr, betas=(0.9, 0.98), weight_decay=0.0)
 
     def lr_at(step: int) -> float:
@@ -140,7 +135,7 @@ def pretrain_llm(llm, tokenizer, corpus: Corpus, codes: SlotCodes, recipe: LLMRe
         counts = [sum(tokens.trained(dialogues[i]) for i in chunk) for chunk in chunks]
         loss = 0.0
         for chunk, count in zip(chunks, counts):  # token-weighted mean over the whole batch
-            part = llm(**batch_inputs(llm, tokens, [dialogues[i] for i in chunk], [slots[i] for i in chunk])).loss
+            part = llm(**batch_inputs(model, tokens, [dialogues[i] for i in chunk], [slots[i] for i in chunk])).loss
             (part * count / sum(counts)).backward()
             loss += part.item() * count / sum(counts)
         torch.nn.utils.clip_grad_norm_(llm.parameters(), 1.0)
@@ -148,6 +143,7 @@ def pretrain_llm(llm, tokenizer, corpus: Corpus, codes: SlotCodes, recipe: LLMRe
         if progress is not None:
             progress(step + 1, loss)
     llm.eval()
+    llm.requires_grad_(False)
 
 
 def _micro_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
@@ -162,31 +158,28 @@ def _micro_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def greedy_reply(llm, tokenizer, corpus: Corpus, slot: torch.Tensor, question: str, max_new_tokens: int = 48,
+def greedy_reply(model, corpus: Corpus, slot: torch.Tensor, question: str, max_new_tokens: int = 48,
                  history: Sequence[tuple[str, str]] = ()) -> str:
     """The LLM's greedy chat reply to a question (after `history`) about an image whose slot is given."""
-    template = corpus.template
+    template, tokenizer = corpus.template, model.tokenizer
     ids = layout(template, tokenizer, list(history), question, n_image=len(slot), style="chat").tokens
-    first = ids.index(IMAGE_SLOT)
-    embed = llm.get_input_embeddings()
-    text = lambda part: embed(torch.tensor([part]))[0]  # noqa: E731
-    embeds = torch.cat([text(ids[:first]), slot.to(embed.weight.dtype), text(ids[first + len(slot):])])
-    out = llm.generate(inputs_embeds=embeds[None], attention_mask=torch.ones(1, len(embeds), dtype=torch.long),
-                       max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                       stop_strings=list(template.stop_strings) or None, tokenizer=tokenizer)
+    embeds, mask = model.embed([ids], slot[None])
+    out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=max_new_tokens,
+                             do_sample=False, pad_token_id=tokenizer.pad_token_id,
+                             stop_strings=list(template.stop_strings) or None, tokenizer=tokenizer)
     return template.clean_reply(tokenizer.decode(out[0], skip_special_tokens=True))
 
 
-def oracle_check(llm, tokenizer, corpus: Corpus, codes: SlotCodes, question: str, n_slot: int = 32,
-                 seed: int = 0) -> dict:
+def oracle_check(model, corpus: Corpus, codes: SlotCodes, question: str, seed: int = 0) -> dict:
     """How well the LLM reads a clean code: the share of classes whose greedy answer to `question` names the
     class (read by the evaluation's class extractor), and one reply per class."""
     from skingpt4.evaluation.extract import ClassExtractor
 
     extractor, rng, replies = ClassExtractor(), random.Random(seed), {}
+    n_slot = model.cfg.qformer.num_query_tokens
     for label in corpus.phrases:
         pattern = rng.choice(corpus.patterns[label])
-        replies[label] = greedy_reply(llm, tokenizer, corpus, codes.clean((f"class:{label}", f"pattern:{pattern}"),
-                                                                            n_slot), question)
+        replies[label] = greedy_reply(model, corpus, codes.clean((f"class:{label}", f"pattern:{pattern}"), n_slot),
+                                      question)
     correct = sum(extractor.extract(reply).label == label for label, reply in replies.items())
     return {"accuracy": correct / len(replies), "replies": replies}

@@ -5,13 +5,14 @@ Every `Dialogue` is laid out by `skingpt4.prompting.layout` -- the one place tra
 tokens -- with the vicuna_v0 template (`dialogue_formats()`): style "train" is SkinGPT4.forward's layout (a
 prompt line and its answer), style "chat" the chat engine's (system text, earlier turns, the question, the reply).
 `cues` name what the image shows ("class:Dermatitis", "pattern:rings", "concept:Plaque"); during pretraining the
-32 image positions hold a noisy code of those cues (tiny_llm.py), so the LLM learns to read its image slot the way
+32 image positions hold a noisy code of those cues (llm.py), so the LLM learns to read its image slot the way
 a real LLM reads words, and the trained projection later has something to steer.
 
 What is said comes from the project's own data definitions, so the corpus and the training captions cannot
-drift apart: the class sentences, classes and folders of skingpt4/common/classes.json, the doctors' note
-sentence and lesion patterns of the synthetic world, SKINCON's concept wording and caption templates, the
-training prompts in prompts/, the four clinical prompts, and the clinical answers in tiny_corpus.json.
+drift apart: the class sentences, classes and folders of the class table (skingpt4/common/classes.json), the
+doctors' note sentence and lesion patterns of the synthetic world (world.py), SKINCON's concept wording and caption
+templates (skingpt4/common/concepts.json), the training and clinical prompts shipped in skingpt4/prompting/prompts/,
+and the clinical answers in corpus.json.
 
 Kinds of dialogue (shares in `KIND_SHARES`):
   step2      style train, a step-2 prompt -> a Dermnet class sentence or a doctors' note
@@ -30,13 +31,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Optional
 
-from skingpt4.models import tiny_world as world
+from skingpt4.common.class_table import dermnet_mapping
+from skingpt4.common.concept_table import CONCEPTS, VARIED_TEMPLATES, concept_caption
 from skingpt4.prompting import IMAGE_PLACEHOLDER, IMAGE_SLOT, IMAGE_TAG, ChatTemplate, layout
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS, CONCEPT_PROMPT
+from skingpt4.prompting.prompt_files import question_of, read_prompt_lines
 from skingpt4.prompting.tokenize import tokenize_segment
+from skingpt4.tiny import world
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CLINICAL_TEXT = Path(__file__).with_name("tiny_corpus.json")
+CLINICAL_TEXT = Path(__file__).with_name("corpus.json")
 KIND_SHARES = {"step2": 0.25, "step1": 0.15, "clinical": 0.35, "diagnosis": 0.1, "concepts": 0.15}
 # Share of clinical dialogues whose image is withheld (noise in the slot; the first reply, which names the class,
 # is given but not trained): prompts 2-4 then learn to follow the conversation, not only the image code.
@@ -67,21 +70,8 @@ class Dialogue:
     swapped: bool = False                        # the text before the image is the other layout's (see sample)
 
 
-def _project_data():
-    """The data definitions of data_prep/ (a source checkout's, not installed with the package)."""
-    try:
-        from data_prep import make_synthetic
-        from data_prep.prepare_dermnet import load_mapping
-        from data_prep.skincon_concepts import CONCEPTS, VARIED_TEMPLATES, concept_caption
-    except ImportError as err:
-        raise RuntimeError(f"the tiny LLM corpus reads data_prep/ of the source checkout; run from the repository "
-                           f"root ({PROJECT_ROOT}): {err}") from None
-    return load_mapping(), CONCEPTS, VARIED_TEMPLATES, concept_caption, make_synthetic.NOTE_CAPTION
-
-
-def _prompt_lines(name: str) -> list[str]:
-    lines = (PROJECT_ROOT / "prompts" / name).read_text(encoding="utf-8").splitlines()
-    return [line.strip().replace(IMAGE_TAG, "").strip() for line in lines if IMAGE_PLACEHOLDER in line]
+def _prompt_lines(path: str) -> list[str]:
+    return [question_of(line) for line in read_prompt_lines(path)]
 
 
 class Corpus:
@@ -90,7 +80,8 @@ class Corpus:
 
     def __init__(self, template: Optional[ChatTemplate] = None):
         self.template = template or dialogue_formats()
-        mapping, self.concepts, self.concept_templates, self._concept_caption, self.note = _project_data()
+        mapping = dermnet_mapping()
+        self.concepts, self.concept_templates, self.note = CONCEPTS, VARIED_TEMPLATES, world.NOTE_CAPTION
         self.phrases: dict[str, str] = mapping["classes"]
         self.captions = [mapping["caption"], *mapping.get("varied_captions", [])]
         folders = sorted(mapping["folders"])
@@ -107,7 +98,7 @@ class Corpus:
         if missing:
             raise ValueError(f"{CLINICAL_TEXT}: no clinical text for the classes {missing}")
         self.clinical, self.features_intro, self.advice = text["classes"], text["features_intro"], text["advice"]
-        self.step1_prompts, self.step2_prompts = _prompt_lines("step1.txt"), _prompt_lines("step2.txt")
+        self.step1_prompts, self.step2_prompts = _prompt_lines("prompts/step1.txt"), _prompt_lines("prompts/step2.txt")
 
     @cached_property
     def cues(self) -> list[str]:
@@ -129,7 +120,7 @@ class Corpus:
                 f"{text['treatment']} {self.advice}"]
 
     def concept_sentence(self, concepts: list[str], rng: random.Random) -> str:
-        return self._concept_caption(concepts, rng.choice(self.concept_templates))
+        return concept_caption(concepts, rng.choice(self.concept_templates))
 
     # ------------------------------------------------------------------------------------------ layouts
     def training(self, kind: str, question: str, answer: str, cues: tuple[str, ...]) -> Dialogue:

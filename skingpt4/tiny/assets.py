@@ -1,12 +1,12 @@
 """Tiny pretrained SkinGPT-4 assets in the real file formats, built on a CPU in about a minute, no download:
 
-    python -m skingpt4.models.tiny --out tiny_assets
+    python -m skingpt4.tiny --out tiny_assets
 
   eva_vit_g.pth         the tiny vision encoder (bare EVA state dict, one block more than used, as the release);
                         seeded random weights, frozen (as EVA-ViT-g is frozen in BLIP-2)
   blip2_pretrained.pth  LAVIS format: the tiny Q-Former + query tokens + ln_vision, pretrained on the synthetic
-                        world (tiny_encoders.py), with the text-only parts and `t5_proj` that loading must skip
-  llm/                  a tiny LlamaForCausalLM pretrained on clinical conversations (tiny_corpus.py, tiny_llm.py)
+                        world (encoders.py), with the text-only parts and `t5_proj` that loading must skip
+  llm/                  a tiny LlamaForCausalLM pretrained on clinical conversations (corpus.py, llm.py)
                         and its sentencepiece BPE tokenizer, trained here on the same corpus
   projection.pth        a fixed random (untrained) projection in the SkinGPT-4 checkpoint format
   build.json            the recipe, its fingerprint and what the build measured (probe, losses)
@@ -34,21 +34,21 @@ import torch
 
 from skingpt4.models.eva_vit import VisionConfig, build_eva_vit
 from skingpt4.models.qformer import QFormerConfig, ours_to_lavis
-from skingpt4.models.tiny_encoders import EncoderRecipe, TinyEncoders, pretrain_encoders, probe_world
-from skingpt4.models.tiny_llm import LLMRecipe
+from skingpt4.tiny.encoders import EncoderRecipe, TinyEncoders, pretrain_encoders, probe_world
+from skingpt4.tiny.llm import LLMRecipe
 
 TINY_VISION = VisionConfig(image_size=224, patch_size=14, width=64, depth=2, num_heads=4, mlp_hidden=128)
 TINY_QFORMER = QFormerConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)
 TINY_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                 num_key_value_heads=4, max_position_embeddings=1024, rms_norm_eps=1e-6)
 BUILD_FILE = "build.json"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-# What defines the tiny world: a change to any of these makes a new recipe fingerprint (and a rebuild).
-WORLD_SOURCES = ["skingpt4/models/tiny.py", "skingpt4/models/tiny_world.py", "skingpt4/models/tiny_encoders.py",
-                 "skingpt4/models/tiny_corpus.py", "skingpt4/models/tiny_corpus.json", "skingpt4/models/tiny_llm.py",
-                 "skingpt4/prompting/templates.py", "skingpt4/prompting/clinical.py", "skingpt4/common/classes.json",
-                 "data_prep/skincon_concepts.py", "data_prep/make_synthetic.py", "prompts/step1.txt",
-                 "prompts/step2.txt"]
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# What defines the tiny world (paths inside the package): a change to any of these makes a new recipe fingerprint
+# (and a rebuild).
+WORLD_SOURCES = ["tiny/assets.py", "tiny/world.py", "tiny/encoders.py", "tiny/corpus.py", "tiny/corpus.json",
+                 "tiny/llm.py", "prompting/templates.py", "prompting/clinical.py", "prompting/prompts/step1.txt",
+                 "prompting/prompts/step2.txt", "prompting/prompts/clinical.txt", "common/classes.json",
+                 "common/concepts.json"]
 
 
 @dataclass
@@ -70,7 +70,7 @@ def fingerprint(recipe: TinyRecipe) -> str:
     digest = hashlib.sha256(json.dumps(dataclasses.asdict(recipe), sort_keys=True).encode())
     digest.update(f"torch {torch.__version__}".encode())
     for name in WORLD_SOURCES:
-        digest.update(name.encode() + b"\0" + (PROJECT_ROOT / name).read_bytes())
+        digest.update(name.encode() + b"\0" + (PACKAGE_ROOT / name).read_bytes())
     return digest.hexdigest()
 
 
@@ -104,7 +104,7 @@ def train_tokenizer(out_dir: Path, lines: list[str], vocab_size: int) -> Path:
 
 def tiny_corpus(seed: int = 0, dialogues: int = 3000) -> str:
     """The text the tiny tokenizers are trained on: distinct sampled dialogues of the clinical corpus, one a line."""
-    from skingpt4.models.tiny_corpus import Corpus
+    from skingpt4.tiny.corpus import Corpus
 
     return "\n".join(Corpus().tokenizer_lines(dialogues, seed)) + "\n"
 
@@ -185,7 +185,7 @@ def build_tiny_assets(out_dir: str | Path, seed: int = 0, recipe: Optional[TinyR
     (partial / "README.txt").write_text(
         "Tiny SkinGPT-4 assets: a frozen vision encoder and Q-Former and a tiny Llama pretrained on a synthetic "
         "world, for the tests, the main job and the tiny demo. Not a medical model. Made by "
-        "`python -m skingpt4.models.tiny`; build.json says how.\n")
+        "`python -m skingpt4.tiny`; build.json says how.\n")
     (partial / BUILD_FILE).write_text(json.dumps({"fingerprint": fingerprint(recipe),
                                                   "recipe": dataclasses.asdict(recipe), **report}, indent=1) + "\n")
     if out.exists():
@@ -195,11 +195,9 @@ def build_tiny_assets(out_dir: str | Path, seed: int = 0, recipe: Optional[TinyR
 
 
 def _build(out: Path, recipe: TinyRecipe, progress: _Progress) -> dict:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from skingpt4.models.llm import load_tokenizer
-    from skingpt4.models.tiny_corpus import Corpus
-    from skingpt4.models.tiny_llm import SlotCodes, oracle_check, pretrain_llm
+    from skingpt4.models.build import build_model
+    from skingpt4.tiny.corpus import Corpus
+    from skingpt4.tiny.llm import SlotCodes, oracle_check, pretrain_llm
     from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
     started, report = time.perf_counter(), {}
@@ -222,21 +220,22 @@ def _build(out: Path, recipe: TinyRecipe, progress: _Progress) -> dict:
     torch.save({"model": {"llama_proj.weight": proj.weight.detach(), "llama_proj.bias": proj.bias.detach()},
                 "epoch": 0}, out / "projection.pth")
 
-    # Tokenizer and LLM.
+    # Tokenizer and LLM: a SkinGPT-4 of random weights over the new tokenizer (the one assembly path), whose LLM
+    # is pretrained here, reading image slots through the model's own `embed`.
     corpus = Corpus()
     train_tokenizer(out / "llm", corpus.tokenizer_lines(recipe.tokenizer_dialogues, recipe.seed), recipe.vocab_size)
-    tokenizer = load_tokenizer(str(out / "llm"), "unk", key="tiny tokenizer")
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2, pad_token_id=None, **TINY_LLM)
     torch.manual_seed(recipe.seed)
-    llm = LlamaForCausalLM(config)
+    model = build_model({"variant": "tiny", "llm_model": str(out / "llm"), "ckpt": None, "device": "cpu",
+                         "llm_precision": "fp32"}, random_llm_shapes=TINY_LLM)
+    llm = model.llm
     llm_started = time.perf_counter()
     if recipe.pretrain:
         codes = SlotCodes(corpus.cues, TINY_LLM["hidden_size"], recipe.seed)
         update, losses = progress.stage(recipe.llm.steps, "tiny LLM on the clinical corpus")
-        pretrain_llm(llm, tokenizer, corpus, codes, recipe.llm, recipe.seed, TINY_QFORMER.num_query_tokens, update)
+        pretrain_llm(model, corpus, codes, recipe.llm, recipe.seed, update)
         report["llm_loss"] = {"first": losses[0], "last": sum(losses[-20:]) / len(losses[-20:])}
         report["seconds_llm"] = time.perf_counter() - llm_started
-        check = oracle_check(llm, tokenizer, corpus, codes, CLINICAL_PROMPTS[0], TINY_QFORMER.num_query_tokens)
+        check = oracle_check(model, corpus, codes, CLINICAL_PROMPTS[0])
         report["llm_reads_clean_slot_accuracy"] = check["accuracy"]
         report["llm_example_reply"] = next(iter(check["replies"].values()))
     llm.save_pretrained(out / "llm")

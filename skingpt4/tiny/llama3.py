@@ -3,7 +3,7 @@ a byte-level BPE tokenizer (`tokenizer.json`) with Llama-3's special tokens and 
 `LlamaForCausalLM` whose BOS is <|begin_of_text|> and EOS <|eot_id|>. It shows that a new LLM family is one
 variant YAML plus one template registration (`llama3_chat`); it knows nothing about skin.
 
-    python -m skingpt4.models.tiny_llama3 --out tiny_assets/llm_llama3
+    python -m skingpt4.tiny.llama3 --out tiny_assets/llm_llama3
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from skingpt4.models.tiny import TINY_LLM, tiny_corpus
+from skingpt4.tiny.assets import TINY_LLM, tiny_corpus
 
 SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
                   "<|eot_id|>", "<|finetune_right_pad_id|>"]
@@ -47,7 +47,7 @@ def build_tiny_llama3(out_dir: str | Path, seed: int = 0) -> Path:
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=None, **TINY_LLM)
     LlamaForCausalLM(config).save_pretrained(out)
     (out / "README.txt").write_text("Tiny random Llama-3-style LLM for tests; not a medical model. Made by "
-                                    "`python -m skingpt4.models.tiny_llama3`.\n")
+                                    "`python -m skingpt4.tiny.llama3`.\n")
     return out
 
 

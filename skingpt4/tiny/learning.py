@@ -1,6 +1,6 @@
 """Did the pipeline learn? The closing report of the tiny main job (scripts/main_job.sh), in one process:
 
-    python -m skingpt4.evaluation.learning --run output/main_job/<stamp> --data data/synthetic
+    python -m skingpt4.tiny.learning --run output/main_job/<stamp> --data data/synthetic
 
 It reads the two training runs (`<run>/step1`, `<run>/step2`) and evaluates, on the held-out synthetic cases,
 with greedy decoding:
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -35,8 +36,7 @@ from skingpt4.evaluation.sessions import run_sessions
 from skingpt4.models.loading import load_projection
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-EVAL_CONFIG = PROJECT_ROOT / "eval_configs" / "evaluate_tiny.yaml"
+EVAL_CONFIG = Path("eval_configs/main_job.yaml")  # the main job's evaluation settings (greedy), from the repository
 
 
 @dataclass
@@ -46,10 +46,8 @@ class Thresholds:
     max_blank_times_chance: float = 2.0  # blank-image accuracy <= this x chance (the model must need the image)
 
 
-def _context(out: Path, cases: Path, assets: Path, chat=None, options=()) -> tasks.EvalContext:
-    cfg = load_config(EVAL_CONFIG, [f"model.ckpt={assets / 'projection.pth'}", f"evaluation.cases={cases}",
-                                    "evaluation.decoding.do_sample=false", "evaluation.decoding.max_new_tokens=64",
-                                    "evaluation.batch_size=16", *options])
+def _context(cfg_path: Path, out: Path, cases: Path, assets: Path, chat=None, options=()) -> tasks.EvalContext:
+    cfg = load_config(cfg_path, [f"model.ckpt={assets / 'projection.pth'}", f"evaluation.cases={cases}", *options])
     return tasks.EvalContext(cfg, out, chat=chat)
 
 
@@ -58,8 +56,8 @@ def probe(model, train_folder: Path, test_folder: Path, seed: int = 0) -> dict:
     """Held-out nearest-centroid accuracy on the Q-Former outputs (class labels of prepared Dermnet sets), for
     the model's pretrained encoders and for freshly initialised random ones."""
     from skingpt4.common.images import load_image
-    from skingpt4.models.tiny import TINY_QFORMER, TINY_VISION
-    from skingpt4.models.tiny_encoders import TinyEncoders, centroid_probe
+    from skingpt4.tiny.assets import TINY_QFORMER, TINY_VISION
+    from skingpt4.tiny.encoders import TinyEncoders, centroid_probe
     from skingpt4.processors.image import Blip2ImageEvalProcessor
 
     processor = Blip2ImageEvalProcessor(image_size=model.cfg.vision.image_size)
@@ -89,7 +87,8 @@ def losses(step_dir: Path) -> dict:
             "losses": values}
 
 
-def learning_report(run: Path, data: Path, assets: Path, thresholds: Optional[Thresholds] = None) -> dict:
+def learning_report(run: Path, data: Path, assets: Path, thresholds: Optional[Thresholds] = None,
+                    eval_cfg: Path = EVAL_CONFIG) -> dict:
     thresholds = thresholds or Thresholds()
     out = run / "learning"
     checkpoints = {"untrained": assets / "projection.pth", "step1": run / "step1" / "checkpoint_last.pth",
@@ -97,7 +96,7 @@ def learning_report(run: Path, data: Path, assets: Path, thresholds: Optional[Th
     summary: dict = {"run": str(run), "loss": {s: losses(run / s) for s in ("step1", "step2")}}
     tables = io.StringIO()  # the tasks' own tables go to summary.json, not between the summary's lines
     with contextlib.redirect_stdout(tables):
-        _evaluate(summary, run, data, assets, out, checkpoints)
+        _evaluate(summary, run, data, assets, out, checkpoints, functools.partial(_context, eval_cfg))
     summary["checks"] = checks(summary, thresholds)
     summary["passed"] = all(ok for _, ok, _ in summary["checks"])
     summary["thresholds"] = asdict(thresholds)
@@ -106,9 +105,9 @@ def learning_report(run: Path, data: Path, assets: Path, thresholds: Optional[Th
     return summary
 
 
-def _evaluate(summary: dict, run: Path, data: Path, assets: Path, out: Path, checkpoints: dict) -> None:
+def _evaluate(summary: dict, run: Path, data: Path, assets: Path, out: Path, checkpoints: dict, context) -> None:
     ablation = [f"evaluation.ablation.checkpoints.{k}={v}" for k, v in checkpoints.items()]
-    diagnosis_ctx = _context(out / "diagnosis", data / "cases" / "dermnet_test.csv", assets, options=ablation)
+    diagnosis_ctx = context(out / "diagnosis", data / "cases" / "dermnet_test.csv", assets, options=ablation)
     engine = diagnosis_ctx.engine
     summary["probe"] = probe(engine.model, data / "prepared" / "dermnet", data / "prepared" / "dermnet_test")
     rows = tasks.ablation(diagnosis_ctx)["rows"]
@@ -117,11 +116,11 @@ def _evaluate(summary: dict, run: Path, data: Path, assets: Path, out: Path, che
     summary["diagnosis_by_skin_type"] = by_skin
     summary["chance"] = summary["probe"]["chance"]
 
-    concept_ctx = _context(out / "concepts", data / "cases" / "skincon_test.csv", assets, engine, ablation)
+    concept_ctx = context(out / "concepts", data / "cases" / "skincon_test.csv", assets, engine, ablation)
     summary["concept_recall"] = {r["checkpoint"]: r["concept_micro_recall"] for r in tasks.ablation(concept_ctx)["rows"]}
 
     load_projection(engine.model, str(checkpoints["step2"]))
-    control_ctx = _context(out / "image_control", data / "cases" / "dermnet_test.csv", assets, engine)
+    control_ctx = context(out / "image_control", data / "cases" / "dermnet_test.csv", assets, engine)
     control_ctx.checkpoint = str(checkpoints["step2"])
     control_ctx.out.mkdir(parents=True, exist_ok=True)
     summary["image_control"] = image_control(control_ctx)["conditions"]
@@ -195,17 +194,18 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=Path("data/synthetic"), help="make_synthetic.py output")
     parser.add_argument("--assets", type=Path, default=None, help="tiny assets (default $SKINGPT4_TINY_ASSETS)")
     parser.add_argument("--seconds", type=float, default=None, help="time so far, printed with the result")
+    parser.add_argument("--cfg-path", type=Path, default=EVAL_CONFIG, help=f"evaluation config (default {EVAL_CONFIG})")
     args = parser.parse_args(argv)
     import os
 
     assets = args.assets or Path(os.environ.get("SKINGPT4_TINY_ASSETS", "tiny_assets"))
-    for path in (args.run / "step1" / "checkpoint_last.pth", args.run / "step2" / "checkpoint_last.pth",
+    for path in (args.cfg_path, args.run / "step1" / "checkpoint_last.pth", args.run / "step2" / "checkpoint_last.pth",
                  args.data / "cases" / "dermnet_test.csv", assets / "projection.pth"):
         if not path.is_file():
             print(f"error: '{path}' not found (run scripts/main_job.sh, which makes it)", file=sys.stderr)
             return 2
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
-    summary = learning_report(args.run, args.data, assets)
+    summary = learning_report(args.run, args.data, assets, eval_cfg=args.cfg_path)
     print(format_summary(summary, args.seconds))
     return 0 if summary["passed"] else 1
 

@@ -1,0 +1,60 @@
+"""The one SKINCON concept table (`concepts.json` beside this file; docs/datasets.md): the 48 clinical concepts in
+the order of the released header, each with the wording that step-1 captions use and the synonyms that name it in
+free text. Data preparation writes captions from it (data_prep/prepare_skincon.py), the tiny world draws and
+speaks it, and the evaluation's concept recall reads answers with it.
+
+Caption rule: concepts are named in header order, joined as "a, b and c" ("This lesion shows erythema, plaque and
+scale."); `--phrasings varied` picks one of the varied captions per image.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+CONCEPT_TABLE = Path(__file__).resolve().parent / "concepts.json"
+
+
+class ConceptTableError(ValueError):
+    """A concept table that cannot be used; the message names the file and the problem."""
+
+
+def read_concept_table(path: Optional[str | Path] = None, need_wording: bool = False) -> dict[str, Any]:
+    """The table of `path` (default: the package's). An evaluation's own table needs `name` and `synonyms` per
+    concept; captions need `wording` too (`need_wording`)."""
+    path = Path(path) if path else CONCEPT_TABLE
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConceptTableError(f"cannot read the concept table '{path}': {err}") from None
+    concepts = table.get("concepts") if isinstance(table, dict) else None
+    if not isinstance(concepts, list) or not concepts:
+        raise ConceptTableError(f"concept table '{path}': expected a non-empty 'concepts' list")
+    fields = ("name", "synonyms", "wording") if need_wording else ("name", "synonyms")
+    for entry in concepts:
+        missing = [k for k in fields if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise ConceptTableError(f"concept table '{path}': concept {entry!r:.60} lacks {missing}")
+    names = [c["name"] for c in concepts]
+    if len(set(names)) != len(names):
+        raise ConceptTableError(f"concept table '{path}': concept names must be unique")
+    return table
+
+
+_TABLE = read_concept_table(need_wording=True)
+# Column name -> wording in captions, in the released header's order.
+CONCEPTS: dict[str, str] = {c["name"]: c["wording"] for c in _TABLE["concepts"]}
+EXCLUDE_COLUMN: str = _TABLE["exclude_column"]
+DEFAULT_TEMPLATE: str = _TABLE["caption"]
+VARIED_TEMPLATES: tuple[str, ...] = tuple(_TABLE["varied_captions"])
+
+
+def join_words(words: list[str]) -> str:
+    """['a'] -> 'a'; ['a', 'b'] -> 'a and b'; ['a', 'b', 'c'] -> 'a, b and c'."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def concept_caption(concepts: list[str], template: str = DEFAULT_TEMPLATE) -> str:
+    """Column names (any order) -> a sentence naming them in header order."""
+    ordered = [c for c in CONCEPTS if c in concepts]
+    return template.format(join_words([CONCEPTS[c] for c in ordered]))

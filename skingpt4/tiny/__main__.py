@@ -1,0 +1,3 @@
+from skingpt4.tiny.assets import main
+
+main()
