@@ -16,8 +16,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from skingpt4.common.config import ConfigError, load_config
-from skingpt4.preflight import check_config_paths
+from skingpt4.common.config import ConfigError, load_config, raise_path_problems
 from skingpt4.evaluation.cases import CaseError
 from skingpt4.evaluation.questionnaire import QuestionnaireError
 from skingpt4.evaluation.tasks import TASKS, EvalContext
@@ -44,7 +43,7 @@ def main(argv=None) -> int:
         if args.inputs:  # the command line's questionnaire files stand in the config, where the task reads them
             OmegaConf.update(cfg, "evaluation.questionnaire.inputs", list(args.inputs), force_add=True)
         ctx = EvalContext(cfg, Path(args.out), resume=args.resume)  # the evaluation section's keys and values
-        check_config_paths(cfg, "evaluate", args.task)  # every wrong path at once, before the model loads
+        raise_path_problems(TASKS[args.task].path_problems(cfg))  # every wrong path at once, before the model loads
         ctx.out.mkdir(parents=True, exist_ok=True)
         summary = TASKS[args.task].run(ctx)
     except (ConfigError, CaseError, CheckpointError, QuestionnaireError) as err:

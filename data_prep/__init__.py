@@ -1,4 +1,4 @@
 """Preparation commands that turn the public SKINCON / Dermnet downloads and doctors' notes into the
 training format (filter_cap.json + image/), webdataset shards, statistics, and a synthetic-sample
-generator. Run them as `python data_prep/<command>.py ...` or `python -m data_prep.<command> ...` from the
+generator. Run them as `python -m data_prep.<command> ...` from the
 repository root; see data_prep/README.md."""

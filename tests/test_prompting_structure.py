@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from skingpt4.chat import ChatEngine, DecodingConfig
+from skingpt4.common import registry
 from skingpt4.models import build_model
 from skingpt4.models.variant_files import variant_files
 from skingpt4.prompting import IMAGE_SLOT
@@ -27,10 +28,17 @@ def photo() -> Image.Image:
     return img
 
 
-@pytest.mark.parametrize("template", ["vicuna_v0", "llama2_chat"])
-def test_training_forward_and_chat_engine_see_the_same_conversation(tiny_assets, template):
+# A template whose special tokens only its own tokenizer has is tried on the variant that has that tokenizer.
+TEMPLATE_VARIANT = {"llama3_chat": "tiny_llama3"}
+
+
+@pytest.mark.parametrize("template", sorted(registry.chat_templates))  # every registered template
+def test_training_forward_and_chat_engine_see_the_same_conversation(tiny_assets, request, template):
+    variant = TEMPLATE_VARIANT.get(template, "tiny")
+    if variant == "tiny_llama3":
+        request.getfixturevalue("llama3_assets")
     torch.manual_seed(0)
-    model = build_model({"variant": "tiny", "template": template})
+    model = build_model({"variant": variant, "template": template})
     engine = ChatEngine(model)
     conv = engine.new_conversation(photo())
     conv.history = list(HISTORY)

@@ -36,11 +36,11 @@ def measure_ceilings(device: torch.device) -> dict:
     src = torch.randn(1 << 30, device=device, dtype=torch.bfloat16)  # 2 GiB
     dst = torch.empty_like(src)
     copy_s = median_time(lambda: dst.copy_(src), device, repeats=10, warmup=3)
-    del src, dst
+    src = dst = None  # free the 4 GiB before the matmul buffers
     a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     b = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
     mm_s = median_time(lambda: a @ b, device, repeats=10, warmup=3)
-    del a, b
+    a = b = None
     torch.cuda.empty_cache()
     return {"copy_bytes_per_s": 2 * 2 * (1 << 30) / copy_s, "bf16_matmul_flops": 2 * 8192 ** 3 / mm_s}
 

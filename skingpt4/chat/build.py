@@ -15,8 +15,11 @@ from omegaconf import DictConfig, OmegaConf
 from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatEngine
 from skingpt4.chat.static_cache import KV_CACHES
-from skingpt4.common.config import ConfigError, apply_schema, load_config
-from skingpt4.preflight import check_config_paths
+from skingpt4.common.config import ConfigError, apply_schema, load_config, raise_path_problems
+from skingpt4.models.build import model_path_problems
+
+
+CHAT_CKPT_WHAT = "a SkinGPT-4 / MiniGPT-4 checkpoint (.pth) with the projection"
 
 
 @dataclass
@@ -46,7 +49,8 @@ def read_chat_config(cfg_path: str | os.PathLike, options: Iterable[str] = (),
         raise ConfigError(f"run.kv_cache={run.kv_cache}: choose one of {', '.join(KV_CACHES)}")
     if run.compile_decoding and run.kv_cache != "static":
         raise ConfigError("run.compile_decoding=true needs run.kv_cache=static (choices: dynamic, static)")
-    check_config_paths(cfg, "chat")  # every wrong path at once, before the model (minutes for a 13B LLM) loads
+    # every wrong path at once, before the model (minutes for a 13B LLM) loads
+    raise_path_problems(model_path_problems(cfg.model, CHAT_CKPT_WHAT))
     return cfg, run
 
 

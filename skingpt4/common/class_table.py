@@ -4,9 +4,10 @@ feed it; the step-2 caption sentences; the negation cues. Data preparation write
 evaluation reads answers with it, and the differential scores its sentences."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
+
+from skingpt4.common.tables import read_named_entries
 
 CLASS_TABLE = Path(__file__).resolve().parent / "classes.json"
 
@@ -17,26 +18,13 @@ class ClassTableError(ValueError):
 
 def read_class_table(path: Optional[str | Path] = None) -> dict[str, Any]:
     path = Path(path) if path else CLASS_TABLE
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ClassTableError(f"cannot read the class table '{path}': {err}") from None
-    classes = table.get("classes")
-    if not isinstance(classes, list) or not classes:
-        raise ClassTableError(f"class table '{path}': expected a non-empty 'classes' list")
+    table = read_named_entries(path, "class", "classes", ("name", "phrase", "synonyms"), ClassTableError)
     for key in ("caption", "negation"):
         if key not in table:
             raise ClassTableError(f"class table '{path}' lacks '{key}'")
     for caption in [table["caption"], *table.get("varied_captions", [])]:
         if "{phrase}" not in caption:
             raise ClassTableError(f"class table '{path}': every caption must contain {{phrase}}, got {caption!r}")
-    for entry in classes:
-        missing = [k for k in ("name", "phrase", "synonyms") if k not in entry]
-        if missing:
-            raise ClassTableError(f"class table '{path}': class {entry.get('name', entry)!r} lacks {missing}")
-    names = [c["name"] for c in classes]
-    if len(set(names)) != len(names):
-        raise ClassTableError(f"class table '{path}': class names must be unique: {names}")
     return table
 
 

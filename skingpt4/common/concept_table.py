@@ -8,9 +8,10 @@ scale."); `--phrasings varied` picks one of the varied captions per image.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
+
+from skingpt4.common.tables import read_named_entries
 
 CONCEPT_TABLE = Path(__file__).resolve().parent / "concepts.json"
 
@@ -22,23 +23,9 @@ class ConceptTableError(ValueError):
 def read_concept_table(path: Optional[str | Path] = None, need_wording: bool = False) -> dict[str, Any]:
     """The table of `path` (default: the package's). An evaluation's own table needs `name` and `synonyms` per
     concept; captions need `wording` too (`need_wording`)."""
-    path = Path(path) if path else CONCEPT_TABLE
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConceptTableError(f"cannot read the concept table '{path}': {err}") from None
-    concepts = table.get("concepts") if isinstance(table, dict) else None
-    if not isinstance(concepts, list) or not concepts:
-        raise ConceptTableError(f"concept table '{path}': expected a non-empty 'concepts' list")
     fields = ("name", "synonyms", "wording") if need_wording else ("name", "synonyms")
-    for entry in concepts:
-        missing = [k for k in fields if not isinstance(entry, dict) or k not in entry]
-        if missing:
-            raise ConceptTableError(f"concept table '{path}': concept {entry!r:.60} lacks {missing}")
-    names = [c["name"] for c in concepts]
-    if len(set(names)) != len(names):
-        raise ConceptTableError(f"concept table '{path}': concept names must be unique")
-    return table
+    return read_named_entries(Path(path) if path else CONCEPT_TABLE, "concept", "concepts", fields,
+                              ConceptTableError)
 
 
 _TABLE = read_concept_table(need_wording=True)

@@ -144,7 +144,8 @@ def require_path(value: Optional[str], key: str, what: str, must_be: str = "exis
 @dataclass(frozen=True)
 class ConfigPath:
     """A path a part of the project reads from its config, declared next to that part (an evaluation task, a dataset
-    builder, the runner) so that the preflight checks exactly what will be read (skingpt4/preflight.py).
+    builder, the runner) so that an entry point checks exactly what will be read, all at once, before anything
+    loads (`raise_path_problems`).
 
     key: dotted, from the config's top (`evaluation.cases`) or, for a dataset builder, from its block (`storage`).
     kind: exist | file | dir | checkpoint (a non-empty file). each: the value is a list or mapping of such paths.
@@ -197,3 +198,15 @@ def _select_plain(section: Any, dotted: str) -> Any:
 
 def config_path_problems(section: Any, paths: Iterable[ConfigPath], prefix: str = "") -> list[str]:
     return [problem for path in paths for problem in path.problems(section, prefix)]
+
+
+def raise_path_problems(problems: list[str]) -> None:
+    """The early, complete report of an entry point (train, chat, evaluate): one ConfigError naming every missing,
+    empty or wrong-kind path at once, so that a config with several wrong paths needs one try, not one per path
+    (and not after minutes of loading a 13B model). Each part declares the paths it reads next to its code and
+    still checks them when it is built (a file can vanish in between)."""
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
+    if problems:
+        listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+        raise ConfigError(f"{len(problems)} paths in the config need fixing: {listed}")

@@ -20,7 +20,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from skingpt4.common import registry
-from skingpt4.common.config import ConfigError, ConfigPath, apply_schema, require_path, to_plain
+from skingpt4.common.config import (ConfigError, ConfigPath, apply_schema, config_path_problems, require_path,
+                                    to_plain)
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
 from skingpt4.datasets.image_text_pairs import ImageTextPairsDataset
 from skingpt4.datasets.webdataset_source import WebDatasetSource, resolve_shards
@@ -60,7 +61,7 @@ class WebDatasetConfig:
 
 class FolderBuilder:
     """Image-text pairs from a prepared folder. `required_fields` tells a wrong folder from the right one; `paths`
-    are what the builder reads from its block (the preflight checks them before anything loads)."""
+    are what the builder reads from its block (`dataset_path_problems`, checked before anything loads)."""
 
     Config = FolderSourceConfig
     required_fields: tuple[str, ...] = ()
@@ -139,3 +140,15 @@ def build_datasets(datasets_cfg: Any) -> list[tuple[str, Any, float]]:
             raise ConfigError(f"'datasets.{name}.sample_ratio' must be > 0, got {cfg.sample_ratio}")
         built.append((str(name), builder.build(cfg, str(name)), float(cfg.sample_ratio)))
     return built
+
+
+def dataset_path_problems(datasets: Any) -> list[str]:
+    """Every bad path of a `datasets:` section, as each registered builder declares them (`paths`). An unknown
+    builder is reported when the datasets are built, with the valid names."""
+    problems = []
+    for name, block in (datasets or {}).items():
+        block = block or {}
+        builder = block.get("builder") or name
+        if builder in registry.datasets:
+            problems += config_path_problems(block, registry.datasets.get(builder)().paths, prefix=f"datasets.{name}.")
+    return problems

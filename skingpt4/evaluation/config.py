@@ -8,18 +8,25 @@ from typing import Callable, Dict, List, Optional
 from omegaconf import OmegaConf
 
 from skingpt4.chat.decoding import DecodingConfig
-from skingpt4.common.config import ConfigError, ConfigPath, apply_schema
+from skingpt4.common.config import ConfigError, ConfigPath, apply_schema, config_path_problems
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS, CONCEPT_PROMPT
 
 
 @dataclass(frozen=True)
 class EvalTask:
     """An `evaluate.py --task`: its function (ctx -> summary), whether it reads the model, and the config paths it
-    reads (the preflight checks exactly these, all at once, before the model loads)."""
+    reads (`path_problems`: exactly these, and the model's when it reads the model, before the model loads)."""
 
     run: Callable
     uses_model: bool = True
     paths: tuple[ConfigPath, ...] = ()
+
+    def path_problems(self, cfg) -> list[str]:
+        from skingpt4.chat.build import CHAT_CKPT_WHAT
+        from skingpt4.models.build import model_path_problems
+
+        model = model_path_problems(cfg.get("model"), CHAT_CKPT_WHAT) if self.uses_model else []
+        return model + config_path_problems(cfg, self.paths)
 
 
 CASES_WHAT = "a folder of images, a cases CSV or a prepared folder with filter_cap.json"

@@ -17,7 +17,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from skingpt4.common import registry
-from skingpt4.common.config import ConfigError, ConfigPath, apply_schema, load_layers, require_path
+from skingpt4.common.config import (ConfigError, ConfigPath, apply_schema, config_path_problems, load_layers,
+                                    require_path)
 from skingpt4.common.precision import get_dtype, resolve_device
 from skingpt4.models.llm import load_llm, load_tokenizer, random_llm
 from skingpt4.models.loading import load_frozen_weights, load_trained_checkpoint
@@ -69,6 +70,14 @@ def model_paths(cfg: DictConfig, ckpt_what: str) -> tuple[ConfigPath, ...]:
                   ConfigPath("vit_model", "eva_vit_g.pth (EVA-ViT-g weights)", "checkpoint", optional=True))
     return frozen + (ConfigPath("llm_model", LLM_WHAT, "dir"),
                      ConfigPath("ckpt", ckpt_what, "checkpoint", optional=True))
+
+
+def model_path_problems(model_section, ckpt_what: str) -> list[str]:
+    """Every bad weight path of a `model:` block (the variant's YAML supplies the tiny model's), keys from the top."""
+    if model_section is None:
+        return []
+    resolved = model_config(model_section)
+    return config_path_problems(resolved, model_paths(resolved, ckpt_what), prefix="model.")
 
 
 def build_model(user_cfg, device: Optional[str] = None, random_llm_shapes: Optional[dict] = None,

@@ -66,7 +66,7 @@ def _prompt_file(value, key: str) -> None:
     require_path(str(resolve_prompt_path(value)), key, PROMPT_FILE_WHAT, "file")
 
 
-# The paths training reads from `run:` (the preflight checks them with the model's and the datasets').
+# The paths training reads from `run:` (the recipe checks them with the model's and the datasets', at once).
 RUN_PATHS = (ConfigPath("run.prompt_path", "prompt file", optional=True, check=_prompt_file),
              ConfigPath("run.resume_ckpt_path", "the checkpoint_last.pth of the run to continue", "checkpoint",
                         optional=True))

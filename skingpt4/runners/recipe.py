@@ -18,10 +18,9 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from skingpt4.common.config import ConfigError, require_path, to_plain
-from skingpt4.preflight import check_config_paths
+from skingpt4.common.config import ConfigError, config_path_problems, raise_path_problems, require_path, to_plain
 from skingpt4.prompting.prompt_files import draw_prompts, read_prompt_lines
-from skingpt4.runners.config import build_run_config
+from skingpt4.runners.config import RUN_PATHS, build_run_config
 from skingpt4.runners.data import Source, as_sources
 from skingpt4.runners.distributed import DistInfo, init_distributed, shutdown
 from skingpt4.runners.runner import Runner, TrainResult
@@ -44,14 +43,25 @@ class TrainStep:
         return model(samples, pack_tokens=self.pack_tokens)
 
 
+START_CKPT_WHAT = "the checkpoint to start from (for step 2: the step-1 checkpoint_last.pth)"
+
+
+def check_config_paths(cfg: DictConfig) -> None:
+    """Every wrong path training reads (model, datasets, run), in one error, before anything loads."""
+    from skingpt4.datasets import dataset_path_problems
+    from skingpt4.models.build import model_path_problems
+
+    raise_path_problems(model_path_problems(cfg.get("model"), START_CKPT_WHAT)
+                        + dataset_path_problems(cfg.get("datasets")) + config_path_problems(cfg, RUN_PATHS))
+
+
 def check_config(cfg: DictConfig) -> None:
     """Cheap checks that must fail before anything heavy is loaded."""
     model_cfg = cfg.get("model")
     if model_cfg is None:
         raise ConfigError("the config has no 'model' section; see train_configs/ for examples")
     if model_cfg.get("ckpt"):
-        require_path(model_cfg.ckpt, "model.ckpt",
-                     "the checkpoint to start from (for step 2: the step-1 checkpoint_last.pth)", "file")
+        require_path(model_cfg.ckpt, "model.ckpt", START_CKPT_WHAT, "file")
     if not cfg.get("datasets"):
         raise ConfigError("the config has no 'datasets' section: name at least one dataset builder to train on")
 
@@ -62,7 +72,7 @@ def setup(cfg: DictConfig) -> Runner:
     from skingpt4.runners.feature_cache import cache_queries
 
     run_cfg = build_run_config(cfg.get("run"))
-    check_config_paths(cfg, "train")  # every wrong path at once, before anything loads
+    check_config_paths(cfg)
     check_config(cfg)
     prompt_lines = read_prompt_lines(run_cfg.prompt_path)
     dist = init_distributed(run_cfg.device, run_cfg.dist_backend)
