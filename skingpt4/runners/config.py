@@ -5,6 +5,7 @@ settings where it states them and MiniGPT-4's where it does not (docs/training.m
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -75,6 +76,10 @@ RUN_PATHS = (ConfigPath("run.prompt_path", "prompt file", optional=True, check=_
 def build_run_config(section) -> DictConfig:
     """Validate the `run:` section; raise ConfigError with the key and the fix for any bad setting."""
     cfg = apply_schema(section, RunConfig, where="run")
+    for key in ("init_lr", "min_lr", "warmup_lr", "lr_decay_rate", "weight_decay", "max_grad_norm", "betas"):
+        values = cfg[key] if key == "betas" else [cfg[key]]
+        if not all(v is None or math.isfinite(v) for v in values):  # inf / nan pass every comparison below
+            raise ConfigError(f"run.{key} must be a finite number, got {cfg[key] if key != 'betas' else list(values)}")
     if not cfg.init_lr > 0:  # one rule, whatever the wrong value (negative, zero)
         raise ConfigError(f"run.init_lr must be > 0, got {cfg.init_lr}")
     for key in ("min_lr", "warmup_lr", "weight_decay"):

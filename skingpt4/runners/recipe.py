@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -23,7 +24,7 @@ from skingpt4.prompting.prompt_files import draw_prompts, read_prompt_lines
 from skingpt4.runners.config import RUN_PATHS, build_run_config
 from skingpt4.runners.data import Source, as_sources
 from skingpt4.runners.distributed import DistInfo, init_distributed, shutdown
-from skingpt4.runners.runner import Runner, TrainResult
+from skingpt4.runners.runner import LAST_CHECKPOINT, Runner, TrainResult, already_holds_a_run
 
 log = logging.getLogger("skingpt4.train")
 
@@ -66,12 +67,27 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("the config has no 'datasets' section: name at least one dataset builder to train on")
 
 
+def check_output_dir(run_cfg: DictConfig) -> None:
+    """run.output_dir must be (or become) a directory, and a new run must not overwrite a finished one: both are
+    found here, before the model loads, not after."""
+    output = Path(run_cfg.output_dir).expanduser()
+    for folder in (output, *output.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"run.output_dir '{run_cfg.output_dir}': '{folder}' is a file, not a directory; "
+                                  "choose another run.output_dir")
+            break
+    if not run_cfg.resume_ckpt_path and (output / LAST_CHECKPOINT).exists():
+        raise ConfigError(already_holds_a_run(output))
+
+
 def setup(cfg: DictConfig) -> Runner:
     from skingpt4.datasets import build_datasets, collate
     from skingpt4.models.build import build_model
     from skingpt4.runners.feature_cache import cache_queries
 
     run_cfg = build_run_config(cfg.get("run"))
+    check_output_dir(run_cfg)
     check_config_paths(cfg)
     check_config(cfg)
     prompt_lines = read_prompt_lines(run_cfg.prompt_path)
@@ -97,4 +113,4 @@ def run_training(cfg: DictConfig) -> tuple[TrainResult, nn.Module]:
         shutdown()
 
 
-__all__ = ["DistInfo", "TrainStep", "check_config", "run_training", "setup"]
+__all__ = ["DistInfo", "TrainStep", "check_config", "check_output_dir", "run_training", "setup"]

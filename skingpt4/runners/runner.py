@@ -200,9 +200,7 @@ class Runner:
         if cfg.resume_ckpt_path:
             self.resume(cfg.resume_ckpt_path)
         elif (self.output_dir / LAST_CHECKPOINT).exists():
-            raise ConfigError(f"run.output_dir '{self.output_dir}' already holds a run ({LAST_CHECKPOINT}); continue "
-                              f"it with run.resume_ckpt_path={self.output_dir / LAST_CHECKPOINT} or choose another "
-                              "run.output_dir")
+            raise ConfigError(already_holds_a_run(self.output_dir))
         if self.dist.is_main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             ckpt.sweep_stale_temp_files(self.output_dir)  # what a run killed while saving left behind
@@ -350,6 +348,11 @@ class Runner:
         (read-ahead included), for the datasets that count them."""
         return {s.name: s.dataset.bad.counts() for s in self.sources
                 if isinstance(getattr(s.dataset, "bad", None), BadSampleCounter)}
+
+
+def already_holds_a_run(output_dir: Path) -> str:
+    return (f"run.output_dir '{output_dir}' already holds a run ({LAST_CHECKPOINT}); continue it with "
+            f"run.resume_ckpt_path={output_dir / LAST_CHECKPOINT} or choose another run.output_dir")
 
 
 def format_bad_samples(bad: dict[str, dict[str, int]]) -> str:
