@@ -16,9 +16,12 @@ writes (layout documented in data_prep/README.md):
     synthetic.json                the arguments and generator version (`--reuse` keeps a matching folder)
 
 Images are not photographs: their visual features are a function of their labels, so a model can learn the
-mapping (skingpt4/tiny/world.py draws them). SKINCON: each of the 48 concepts is one coloured, textured
-shape (8 colours x 6 shapes) drawn on a skin-tone background set by the Fitzpatrick type. Dermnet/notes: each
-folder has its own lesion colour (12 hues x 2 brightness levels) and pattern (dots, rings, blob, stripes).
+mapping, but not from colour alone (skingpt4/tiny/world.py draws them; docs/model.md, "The synthetic world").
+SKINCON: each of the 48 concepts is one coloured, textured shape (8 colours x 6 shapes) drawn on a skin-tone
+background set (and varied) by the Fitzpatrick type. Dermnet/notes: a lesion shows glyphs of its class's concepts,
+drawn from a class-dependent distribution in which the classes of a confusable pair share colours; the folder sets
+the arrangement (dots, rings, blob, stripes). A share `LABEL_NOISE` of the Dermnet and notes images is drawn like
+the confusable partner of its class but filed under its own (label noise, as in scraped photo sets).
 Seeded: the same arguments give byte-identical files. The SKINCON part deliberately contains rows that
 preparation must skip (2 "Do not consider", 1 without concepts, 1 missing image, 1 truncated image), so the
 skip accounting is exercised on every run.
@@ -48,12 +51,13 @@ from skingpt4.common.concept_table import CONCEPTS, EXCLUDE_COLUMN
 from data_prep.stats import dataset_stats
 from data_prep.write_shards import write_shards
 from skingpt4.common.images import DEFAULT_MAX_PIXELS
-from skingpt4.tiny.world import NOTE_CAPTION, PATTERNS, concept_image, lesion_image
+from skingpt4.tiny.world import NOTE_CAPTION, PATTERNS, class_looks, concept_image, folder_looks, lesion
 
 FITZPATRICK_HEADER = ["md5hash", "fitzpatrick_scale", "fitzpatrick_centaur", "label", "nine_partition_label",
                       "three_partition_label", "qc", "url", "url_alphanum"]
 DDI_HEADER = ["", "DDI_ID", "DDI_file", "skin_tone", "malignant", "disease"]
 SKINCON_HEADER = ["", "ImageID", *CONCEPTS, EXCLUDE_COLUMN]
+LABEL_NOISE = 0.05   # share of Dermnet / notes images drawn like the partner class (mislabelled)
 DIAGNOSES = ["psoriasis", "eczema", "basal cell carcinoma", "melanoma", "seborrheic keratosis", "acne vulgaris"]
 
 
@@ -141,6 +145,14 @@ def class_folders(mapping: dict) -> dict[str, list[int]]:
     return out
 
 
+def noisy_lesion(rng: np.random.Generator, size: int, skin_type: int, folder_index: int) -> Image.Image:
+    """A lesion for a Dermnet folder; with probability LABEL_NOISE drawn like its class's confusable partner."""
+    label, pattern = folder_looks()[folder_index]
+    if rng.random() < LABEL_NOISE:
+        label = class_looks()[label]["partner"]
+    return lesion(rng, size, skin_type, label, pattern)[0]
+
+
 def make_dermnet(raw: Path, per_class: dict[str, int], size: int, seed: int) -> dict[str, list[list]]:
     """Dermnet's train/test layout, balanced by class: each class gets `per_class[split]` images, dealt
     round-robin over the folders that feed it (every folder exists, possibly empty). Returns, per split, the
@@ -159,7 +171,7 @@ def make_dermnet(raw: Path, per_class: dict[str, int], size: int, seed: int) -> 
                 index = indices[j % len(indices)]
                 skin_type = int(rng.integers(1, 7))
                 rel = Path("dermnet") / split / folders[index] / f"synthetic-{split}-{index:02d}-{j:04d}.jpg"
-                lesion_image(rng, size, skin_type, index).save(raw / rel, quality=92)
+                noisy_lesion(rng, size, skin_type, index).save(raw / rel, quality=92)
                 cases[split].append([f"{folders[index]}/{rel.stem}", rel.as_posix(), label, ROMAN[skin_type]])
     return cases
 
@@ -176,7 +188,7 @@ def make_notes(raw: Path, per_class: int, size: int, seed: int) -> None:
         folder = folders[class_folders(mapping)[label][0]]
         for j in range(per_class):
             image_id = f"note_{folders.index(folder):02d}_{j:03d}"
-            lesion_image(rng, size, int(rng.integers(1, 7)), folders.index(folder)).save(
+            noisy_lesion(rng, size, int(rng.integers(1, 7)), folders.index(folder)).save(
                 image_dir / f"{image_id}.jpg", quality=92)
             annotations.append({"image_id": image_id, "caption": NOTE_CAPTION.format(
                 phrase=phrase, pattern=PATTERNS[folders.index(folder) % len(PATTERNS)])})
@@ -190,7 +202,7 @@ MANIFEST = "synthetic.json"
 def manifest(arguments: dict) -> dict:
     """What a generated folder was made from: the arguments and the generator's source (world included)."""
     digest = hashlib.sha256()
-    for source in (Path(__file__), Path(lesion_image.__code__.co_filename)):
+    for source in (Path(__file__), Path(lesion.__code__.co_filename)):
         digest.update(source.read_bytes())
     return {"arguments": arguments, "generator_sha256": digest.hexdigest()}
 
