@@ -11,6 +11,7 @@ writes (layout documented in data_prep/README.md):
     prepared/skincon, prepared/dermnet, prepared/dermnet_test, prepared/notes   (filter_cap.json + image/)
     cases/dermnet_test.csv        the Dermnet test split as a case list, with the skin type of each image
     cases/skincon_test.csv + cases/skincon_test/   held-out SKINCON-style cases with their concepts
+    cases/dermnet_val.csv + cases/dermnet_val/     a validation split (calibration of the differential)
     shards/skincon/shard-*.tar                                                   (webdataset)
     stats/<set>/stats.csv + stats.png
     synthetic.json                the arguments and generator version (`--reuse` keeps a matching folder)
@@ -176,6 +177,24 @@ def make_dermnet(raw: Path, per_class: dict[str, int], size: int, seed: int) -> 
     return cases
 
 
+def make_validation_cases(out: Path, per_class: int, size: int, seed: int) -> None:
+    """A validation split for calibration (never the test cases): Dermnet-style lesions drawn like the train and
+    test splits (label noise included), listed in cases/dermnet_val.csv with their class and skin type."""
+    rng = np.random.default_rng(seed + 4)
+    mapping = load_mapping()
+    folders = sorted(mapping["folders"])
+    (out / "dermnet_val").mkdir(parents=True)
+    rows = []
+    for label, indices in class_folders(mapping).items():
+        for j in range(per_class):
+            index = indices[j % len(indices)]
+            skin_type = int(rng.integers(1, 7))
+            file = f"dermnet_val/synthetic-val-{index:02d}-{j:04d}.jpg"
+            noisy_lesion(rng, size, skin_type, index).save(out / file, quality=92)
+            rows.append([f"{folders[index]}/val-{j:04d}", file, label, ROMAN[skin_type]])
+    write_csv(out / "dermnet_val.csv", ["case_id", "image", "label", "skin_type"], rows)
+
+
 def make_notes(raw: Path, per_class: int, size: int, seed: int) -> None:
     """A doctors' notes folder: for each class, images drawn like its first Dermnet folder, with a note."""
     rng = np.random.default_rng(seed + 2)
@@ -208,7 +227,8 @@ def manifest(arguments: dict) -> dict:
 
 
 def make_synthetic(out: Path, per_class: int = 24, test_per_class: int = 6, skincon_images: int = 384,
-                   ddi_images: int = 96, notes_per_class: int = 4, skincon_test_images: int = 96, size: int = 256,
+                   ddi_images: int = 96, notes_per_class: int = 4, skincon_test_images: int = 96, val_per_class: int = 6,
+                   size: int = 256,
                    seed: int = 0, prepare: bool = True, stats: bool = True, overwrite: bool = False, log=print) -> None:
     out = Path(out)
     arguments = {k: v for k, v in locals().items() if k not in ("out", "overwrite", "log")}
@@ -227,6 +247,8 @@ def make_synthetic(out: Path, per_class: int = 24, test_per_class: int = 6, skin
     write_csv(out / "cases" / "dermnet_test.csv", ["case_id", "image", "label", "skin_type"],
               [[cid, f"../raw/{image}", label, skin] for cid, image, label, skin in dermnet_cases["test"]])
     make_skincon_test(out / "cases", skincon_test_images, size, seed)
+    if val_per_class:
+        make_validation_cases(out / "cases", val_per_class, size, seed)
     log(f"wrote synthetic raw data to {raw} and held-out case lists to {out / 'cases'}")
     if prepare:
         _prepare_all(out, stats, log)
@@ -278,6 +300,8 @@ def main(argv=None) -> int:
     parser.add_argument("--ddi-images", type=int, default=96, help="DDI rows in the SKINCON CSV")
     parser.add_argument("--notes-per-class", type=int, default=4, help="notes per class (16 classes)")
     parser.add_argument("--skincon-test-images", type=int, default=96, help="held-out SKINCON-style cases")
+    parser.add_argument("--val-per-class", type=int, default=6,
+                        help="validation cases per class (cases/dermnet_val.csv, for calibration; 0: none)")
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--raw-only", action="store_true", help="only the raw public formats, no preparation")
@@ -291,9 +315,12 @@ def main(argv=None) -> int:
         parser.error("--skincon-images must be >= 12 and --ddi-images >= 2 (the deliberate skip cases need them)")
     if min(args.per_class, args.test_per_class, args.notes_per_class, args.skincon_test_images) < 1:
         parser.error("--per-class, --test-per-class, --notes-per-class and --skincon-test-images must be >= 1")
+    if args.val_per_class < 0:
+        parser.error("--val-per-class must be >= 0")
     arguments = dict(per_class=args.per_class, test_per_class=args.test_per_class, skincon_images=args.skincon_images,
                      ddi_images=args.ddi_images, notes_per_class=args.notes_per_class,
-                     skincon_test_images=args.skincon_test_images, size=args.image_size, seed=args.seed,
+                     skincon_test_images=args.skincon_test_images, val_per_class=args.val_per_class,
+                     size=args.image_size, seed=args.seed,
                      prepare=not args.raw_only, stats=not args.no_stats)
     if args.reuse and is_current(args.out, arguments):
         print(f"{args.out} already holds this synthetic data (see {args.out / MANIFEST}); nothing to do")

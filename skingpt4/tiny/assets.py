@@ -212,7 +212,7 @@ def _build(out: Path, recipe: TinyRecipe, progress: _Progress) -> dict:
     report["seconds_encoders"] = time.perf_counter() - started
     report["probe_held_out"] = probe_world(encoders, TINY_VISION.image_size, seed=recipe.seed + 7)
     report["seconds_probe"] = time.perf_counter() - started - report["seconds_encoders"]
-    report["probe_chance"] = {"folders": 1 / 23, "concepts": 1 / 48}
+    report["probe_chance"] = {"classes": 1 / 16, "concepts": 1 / 48}
     save_encoders(encoders, out, recipe.seed)
 
     # A fixed untrained projection in the SkinGPT-4 checkpoint format.
@@ -237,6 +237,7 @@ def _build(out: Path, recipe: TinyRecipe, progress: _Progress) -> dict:
         report["seconds_llm"] = time.perf_counter() - llm_started
         check = oracle_check(model, corpus, codes, CLINICAL_PROMPTS[0])
         report["llm_reads_clean_slot_accuracy"] = check["accuracy"]
+        report["llm_names_class_from_concepts_accuracy"] = check["from_concepts_accuracy"]
         report["llm_example_reply"] = next(iter(check["replies"].values()))
     llm.save_pretrained(out / "llm")
     report["seconds"] = time.perf_counter() - started
@@ -257,8 +258,8 @@ def main(argv=None) -> None:
     build = json.loads((out / BUILD_FILE).read_text())
     probe = build["probe_held_out"]
     print(f"tiny SkinGPT-4 assets in {out} (recipe {build['fingerprint'][:12]}, built in {build['seconds']:.0f} s)")
-    print(f"  Q-Former outputs, held-out nearest-centroid probe: Dermnet looks {probe['folders']:.1%} "
-          f"(chance {1 / 23:.1%}), concept glyphs {probe['concepts']:.1%} (chance {1 / 48:.1%})")
+    print(f"  Q-Former outputs, held-out nearest-centroid probe: lesion classes {probe['classes']:.1%} "
+          f"(chance {1 / 16:.1%}), concept glyphs {probe['concepts']:.1%} (chance {1 / 48:.1%})")
     if "llm_loss" in build:
         print(f"  LLM loss {build['llm_loss']['first']:.2f} -> {build['llm_loss']['last']:.3f}; given a clean image "
               f"code it names the class in {build['llm_reads_clean_slot_accuracy']:.0%} of the classes, e.g. "

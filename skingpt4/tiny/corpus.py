@@ -4,7 +4,8 @@ language and in exactly the token layouts the model later sees (docs/model.md, "
 Every `Dialogue` is laid out by `skingpt4.prompting.layout` -- the one place training and chat build their
 tokens -- with the vicuna_v0 template (`dialogue_formats()`): style "train" is SkinGPT4.forward's layout (a
 prompt line and its answer), style "chat" the chat engine's (system text, earlier turns, the question, the reply).
-`cues` name what the image shows ("class:Dermatitis", "pattern:rings", "concept:Plaque"); during pretraining the
+`cues` name what the image shows ("class:Dermatitis", "pattern:rings", "concept:Plaque"; a lesion's concepts are
+drawn as the world draws them, so the LLM learns which concept combinations make which class); during pretraining the
 32 image positions hold a noisy code of those cues (llm.py), so the LLM learns to read its image slot the way
 a real LLM reads words, and the trained projection later has something to steer.
 
@@ -31,6 +32,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator, Optional
 
+import numpy as np
+
 from skingpt4.common.class_table import dermnet_mapping
 from skingpt4.common.concept_table import CONCEPTS, VARIED_TEMPLATES, concept_caption
 from skingpt4.prompting import IMAGE_PLACEHOLDER, IMAGE_SLOT, IMAGE_TAG, ChatTemplate, layout
@@ -41,6 +44,8 @@ from skingpt4.tiny import world
 
 CLINICAL_TEXT = Path(__file__).with_name("corpus.json")
 KIND_SHARES = {"step2": 0.25, "step1": 0.15, "clinical": 0.35, "diagnosis": 0.1, "concepts": 0.15}
+# Share of lesion dialogues whose slot holds the class's own code beside its concepts' codes (lesion_cues).
+CLASS_CUE_SHARE = 0.5
 # Share of clinical dialogues whose image is withheld (noise in the slot; the first reply, which names the class,
 # is given but not trained): prompts 2-4 then learn to follow the conversation, not only the image code.
 BLIND_SHARE = 0.25
@@ -84,15 +89,10 @@ class Corpus:
         self.concepts, self.concept_templates, self.note = CONCEPTS, VARIED_TEMPLATES, world.NOTE_CAPTION
         self.phrases: dict[str, str] = mapping["classes"]
         self.captions = [mapping["caption"], *mapping.get("varied_captions", [])]
-        folders = sorted(mapping["folders"])
         self.patterns: dict[str, list[str]] = {}
-        for index, folder in enumerate(folders):
-            label = mapping["folders"][folder]
-            if label is not None:
-                self.patterns.setdefault(label, [])
-                pattern = world.PATTERNS[index % len(world.PATTERNS)]
-                if pattern not in self.patterns[label]:
-                    self.patterns[label].append(pattern)
+        for label, pattern in world.folder_looks():
+            if pattern not in self.patterns.setdefault(label, []):
+                self.patterns[label].append(pattern)
         text = json.loads(CLINICAL_TEXT.read_text(encoding="utf-8"))
         missing = sorted(set(self.phrases) - set(text["classes"]))
         if missing:
@@ -183,7 +183,7 @@ class Corpus:
             return self.chat(kind, [(CONCEPT_PROMPT, answer)], cues)
         label = rng.choice(list(self.phrases))
         pattern = rng.choice(self.patterns[label])
-        cues = (f"class:{label}", f"pattern:{pattern}")
+        cues = self.lesion_cues(label, pattern, rng)
         if kind == "step2":
             answer = self.note_sentence(label, pattern) if rng.random() < 0.4 else self.class_sentence(label, rng)
             return self.training(kind, rng.choice(self.step2_prompts), answer, cues)
@@ -191,6 +191,15 @@ class Corpus:
             return self.chat(kind, [(rng.choice(self.step2_prompts), self.class_sentence(label, rng))], cues)
         answers = self.clinical_answers(label, pattern, rng)
         return self.chat(kind, list(zip(CLINICAL_PROMPTS, answers)), cues, blind=rng.random() < BLIND_SHARE)
+
+    def lesion_cues(self, label: str, pattern: str, rng: random.Random) -> tuple[str, ...]:
+        """What the slot of a lesion image of `label` shows: its pattern and the concepts of one draw from the
+        class's distribution (world.lesion_concepts), and the class itself only in a share CLASS_CUE_SHARE of the
+        dialogues -- so the LLM learns to name a class from its concepts, as a clinician does."""
+        shown = world.lesion_concepts(np.random.default_rng(rng.getrandbits(64)), label)
+        names = list(self.concepts)
+        cues = [f"pattern:{pattern}"] + [f"concept:{names[i]}" for i in shown]
+        return tuple([f"class:{label}"] * (rng.random() < CLASS_CUE_SHARE) + cues)
 
     def stream(self, seed: int) -> Iterator[Dialogue]:
         rng = random.Random(seed)

@@ -5,9 +5,10 @@ BLIP-2's Q-Former was pretrained on real photos over a frozen EVA-ViT, so its 32
 photo shows. The tiny one gets the same property from the synthetic world (`world.py`): the tiny vision
 encoder keeps its seeded random weights (frozen, as EVA is), and the Q-Former and its query tokens learn, on
 freshly drawn images, to make the mean of the query outputs predict what each image shows through linear heads
-that are then thrown away: the Dermnet folder look of a lesion image (softmax), the concept glyphs of a
-SKINCON-style image (a softmax spread over the glyphs present) and, weighted down, the skin type. From then on the
-Q-Former is frozen too.
+that are then thrown away: the concept glyphs of an image (a softmax spread over the glyphs present), for
+SKINCON-style images and for Dermnet-style lesions alike, and, weighted down, the skin type. The Q-Former is never
+told a lesion's class: it sees concepts, and the class is a combination of them (learnt later, by the
+projection). From then on the Q-Former is frozen too.
 
 `centroid_probe` is the check: a nearest-centroid classifier on the (standardised, query-averaged) Q-Former
 outputs, fitted on one set of images and scored on a held-out set.
@@ -33,7 +34,7 @@ SKIN_WEIGHT = 0.1  # the skin type is easy to see; at full weight it crowds out 
 @dataclass
 class EncoderRecipe:
     images: int = 1200         # drawn once; their (frozen) vision features are computed once
-    lesion_share: float = 1 / 3  # the rest are concept-glyph images (the harder half of the world)
+    lesion_share: float = 0.5  # Dermnet-style lesions; the rest are SKINCON-style concept-glyph images
     steps: int = 500           # optimisation steps of the Q-Former
     batch_size: int = 32
     lr: float = 5e-3
@@ -70,31 +71,30 @@ class TinyEncoders(nn.Module):
 @dataclass
 class _Drawn:
     features: torch.Tensor   # [N,257,width] frozen vision features
-    folder: torch.Tensor     # [N] Dermnet look, -100 for glyph images
-    concepts: torch.Tensor   # [N,48] multi-hot glyphs (zeros for lesion images)
+    concepts: torch.Tensor   # [N,48] multi-hot glyphs
     skin: torch.Tensor       # [N] skin type - 1
 
 
 @torch.no_grad()
 def _draw(encoders: TinyEncoders, recipe: EncoderRecipe, rng: np.random.Generator, processor) -> _Drawn:
-    images, folder, skin = [], [], []
+    images, skin = [], []
     concepts = torch.zeros(recipe.images, world.N_CONCEPTS)
+    looks = world.folder_looks()
     for i in range(recipe.images):
         skin_type = int(rng.integers(1, 7))
         skin.append(skin_type - 1)
         if rng.random() < recipe.lesion_share:
-            look = int(rng.integers(0, world.N_FOLDERS))
-            folder.append(look)
-            images.append(processor(world.lesion_image(rng, recipe.draw_size, skin_type, look)))
+            label, pattern = looks[int(rng.integers(0, len(looks)))]
+            image, shown = world.lesion(rng, recipe.draw_size, skin_type, label, pattern)
         else:
             shown = sorted(int(c) for c in rng.choice(world.N_CONCEPTS, size=int(rng.integers(1, 4)), replace=False))
-            folder.append(-100)
-            concepts[i, shown] = 1.0
-            images.append(processor(world.concept_image(rng, recipe.draw_size, skin_type, shown)))
+            image = world.concept_image(rng, recipe.draw_size, skin_type, shown)
+        concepts[i, shown] = 1.0
+        images.append(processor(image))
     pixels = torch.stack(images)
     features = torch.cat([encoders.visual_encoder.forward_features(pixels[i:i + 64])
                           for i in range(0, len(pixels), 64)])
-    return _Drawn(features, torch.tensor(folder), concepts, torch.tensor(skin))
+    return _Drawn(features, concepts, torch.tensor(skin))
 
 
 def pretrain_encoders(vision: VisionConfig, qformer: QFormerConfig, recipe: EncoderRecipe, seed: int,
@@ -104,8 +104,8 @@ def pretrain_encoders(vision: VisionConfig, qformer: QFormerConfig, recipe: Enco
     rng = np.random.default_rng(seed)
     encoders = TinyEncoders(vision, qformer).eval()
     drawn = _draw(encoders, recipe, rng, Blip2ImageEvalProcessor(image_size=vision.image_size))
-    n_folder, n_concept = world.N_FOLDERS, world.N_CONCEPTS
-    head = nn.Linear(qformer.hidden_size, n_folder + n_concept + len(world.SKIN_TONES))
+    n_concept = world.N_CONCEPTS
+    head = nn.Linear(qformer.hidden_size, n_concept + len(world.SKIN_TONES))
     params = list(encoders.qformer.parameters()) + [encoders.query_tokens] + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.lr, total_steps=recipe.steps,
@@ -115,14 +115,10 @@ def pretrain_encoders(vision: VisionConfig, qformer: QFormerConfig, recipe: Enco
     for step in range(recipe.steps):
         idx = torch.randint(0, recipe.images, (recipe.batch_size,), generator=order)
         logits = head(encoders.read(drawn.features[idx]).mean(1))
-        folder, concepts = drawn.folder[idx], drawn.concepts[idx]
-        loss = SKIN_WEIGHT * nn.functional.cross_entropy(logits[:, -len(world.SKIN_TONES):], drawn.skin[idx])
-        if (folder >= 0).any():
-            loss = loss + nn.functional.cross_entropy(logits[:, :n_folder], folder, ignore_index=-100)
-        glyphs = concepts.sum(1) > 0
-        if glyphs.any():
-            log_p = torch.log_softmax(logits[glyphs, n_folder:n_folder + n_concept], dim=1)
-            loss = loss - ((log_p * concepts[glyphs]).sum(1) / concepts[glyphs].sum(1)).mean()
+        concepts = drawn.concepts[idx]
+        loss = SKIN_WEIGHT * nn.functional.cross_entropy(logits[:, n_concept:], drawn.skin[idx])
+        log_p = torch.log_softmax(logits[:, :n_concept], dim=1)
+        loss = loss - ((log_p * concepts).sum(1) / concepts.sum(1)).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -157,18 +153,27 @@ def centroid_probe(train: torch.Tensor, train_labels: Sequence, test: torch.Tens
 
 @torch.no_grad()
 def probe_world(encoders: Callable[[torch.Tensor], torch.Tensor], image_size: int, seed: int,
-                train_per_look: int = 4, test_per_look: int = 3, draw_size: int = 256) -> dict[str, float]:
-    """Held-out nearest-centroid accuracy on fresh images: the 23 Dermnet folder looks, and the 48 concept
-    glyphs (one glyph per image). Chance: 1/23 and 1/48."""
+                train_per_look: int = 6, test_per_look: int = 4, draw_size: int = 256) -> dict[str, float]:
+    """Held-out nearest-centroid accuracy on fresh images: the 16 classes of lesion images (each in the
+    arrangement of one of its folders), and the 48 concept glyphs (one glyph per image). Chance: 1/16 and 1/48."""
     rng = np.random.default_rng(seed)
     processor = Blip2ImageEvalProcessor(image_size=image_size)
+    looks = world.folder_looks()
+    classes = sorted({label for label, _ in looks})
+    patterns = {c: [p for label, p in looks if label == c] for c in classes}
+
+    def draw_class(k: int):
+        label = classes[k]
+        pattern = patterns[label][int(rng.integers(0, len(patterns[label])))]
+        return world.lesion(rng, draw_size, int(rng.integers(1, 7)), label, pattern)[0]
+
     result = {}
-    for name, looks, draw in (
-            ("folders", world.N_FOLDERS, lambda k: world.lesion_image(rng, draw_size, int(rng.integers(1, 7)), k)),
+    for name, n_looks, draw in (
+            ("classes", len(classes), draw_class),
             ("concepts", world.N_CONCEPTS, lambda k: world.concept_image(rng, draw_size, int(rng.integers(1, 7)), [k]))):
         sets = []
         for per_look in (train_per_look, test_per_look):
-            labels = [k for k in range(looks) for _ in range(per_look)]
+            labels = [k for k in range(n_looks) for _ in range(per_look)]
             images = torch.stack([processor(draw(k)) for k in labels])
             sets += [torch.cat([encoders(images[i:i + 64]) for i in range(0, len(images), 64)]), labels]
         result[name] = centroid_probe(*sets)

@@ -11,8 +11,11 @@ with greedy decoding:
   - concept recall (cases/skincon_test.csv) of the same three;
   - the image-reliance control of the step-2 checkpoint (blank, noise and shuffled images);
   - one clinical conversation (the four prompts) with the step-2 checkpoint.
+  - the trivial pixel baselines on the same split (skingpt4/tiny/baselines.py), so the reader sees how hard the
+    world is.
 It prints a summary for a newcomer, writes `<run>/learning/summary.json` and fails (exit status 1) when
-learning did not happen: see `Thresholds`.
+learning did not happen: see `checks`. The checks are relative -- to the untrained projection, to the pixel
+baselines, to chance -- with 95% bootstrap intervals over the held-out cases, not fixed percentages.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
+
+import numpy as np
 
 import torch
 
@@ -41,9 +46,20 @@ EVAL_CONFIG = Path("eval_configs/main_job.yaml")  # the main job's evaluation se
 
 @dataclass
 class Thresholds:
-    min_times_chance: float = 5.0        # step-2 held-out accuracy >= this x chance
-    min_gain_over_untrained: float = 0.25  # ... and >= the untrained projection's accuracy + this
+    confidence: float = 0.95             # bootstrap intervals over the held-out cases
     max_blank_times_chance: float = 2.0  # blank-image accuracy <= this x chance (the model must need the image)
+    resamples: int = 2000
+
+
+def bootstrap_low(correct: Sequence[bool], baseline: Sequence[bool] | float, t: Thresholds, seed: int = 0) -> float:
+    """Lower end of the bootstrap interval (over cases) of accuracy(correct) - accuracy(baseline); `baseline` is
+    per case (the same cases, paired) or a fixed accuracy."""
+    rng = np.random.default_rng(seed)
+    a = np.asarray(correct, dtype=float)
+    b = np.asarray(baseline, dtype=float) if not isinstance(baseline, float) else np.full_like(a, baseline)
+    picks = rng.integers(0, len(a), (t.resamples, len(a)))
+    gains = a[picks].mean(1) - b[picks].mean(1)
+    return float(np.percentile(gains, 100 * (1 - t.confidence) / 2))
 
 
 def _context(cfg_path: Path, out: Path, cases: Path, assets: Path, chat=None, options=()) -> tasks.EvalContext:
@@ -115,6 +131,10 @@ def _evaluate(summary: dict, run: Path, data: Path, assets: Path, out: Path, che
     summary["diagnosis"] = {r["checkpoint"]: {k: r[k] for k in ("accuracy", "macro_f1", "unknown_rate")} for r in rows}
     summary["diagnosis_by_skin_type"] = by_skin
     summary["chance"] = summary["probe"]["chance"]
+    summary["per_case_correct"] = {name: _per_case(out / "diagnosis" / name / "predictions.csv") for name in checkpoints}
+    from skingpt4.tiny.baselines import dermnet_baselines
+
+    summary["baselines"] = dermnet_baselines(data)
 
     concept_ctx = context(out / "concepts", data / "cases" / "skincon_test.csv", assets, engine, ablation)
     summary["concept_recall"] = {r["checkpoint"]: r["concept_micro_recall"] for r in tasks.ablation(concept_ctx)["rows"]}
@@ -132,18 +152,37 @@ def _evaluate(summary: dict, run: Path, data: Path, assets: Path, out: Path, che
                           "diagnosis": control_ctx.extractor.extract(turns[0][1]).label}
 
 
+def _per_case(predictions: Path) -> dict[str, bool]:
+    import csv
+
+    with predictions.open(encoding="utf-8") as f:
+        return {r["case_id"]: r["predicted"] == r["label"] for r in csv.DictReader(f)}
+
+
 def checks(summary: dict, t: Thresholds) -> list[tuple[str, bool, str]]:
-    chance, diag = summary["chance"], summary["diagnosis"]
+    chance, diag, per_case = summary["chance"], summary["diagnosis"], summary["per_case_correct"]
     trained, untrained = diag["step2"]["accuracy"] or 0.0, diag["untrained"]["accuracy"] or 0.0
     blank = summary["image_control"]["blank"]["accuracy"] or 0.0
     falling = all(v["last"] < v["first"] for v in summary["loss"].values())
+    cases = sorted(per_case["step2"])
+    step2 = [per_case["step2"][c] for c in cases]
+    base = summary["baselines"]
+    best_name = max(("rgb_histogram_logreg", "hue_histogram_1nn"), key=base.__getitem__)
+    best = base[best_name]
+    ci = f"{t.confidence:.0%} bootstrap interval over {len(cases)} cases"
+    gain_untrained = bootstrap_low(step2, [per_case["untrained"][c] for c in cases], t)
+    gain_baseline = bootstrap_low(step2, float(best), t)
+    recall = summary["concept_recall"]
     return [
         ("loss fell in both steps", falling, ", ".join(f"{s} {v['first']:.3f} -> {v['last']:.3f}"
                                                         for s, v in summary["loss"].items())),
-        (f"held-out accuracy >= {t.min_times_chance:g} x chance", trained >= t.min_times_chance * chance,
-         f"{trained:.1%} vs chance {chance:.1%} ({trained / chance:.1f} x)"),
-        (f"clearly above the untrained projection (+{t.min_gain_over_untrained:.0%})",
-         trained >= untrained + t.min_gain_over_untrained, f"{trained:.1%} vs {untrained:.1%}"),
+        ("step 1 taught the concepts (concept recall above the untrained projection's)",
+         (recall["step1"] or 0) > (recall["untrained"] or 0),
+         f"{recall['step1'] or 0:.1%} vs {recall['untrained'] or 0:.1%}"),
+        ("step 2 above the untrained projection (paired gain, " + ci + ", above 0)", gain_untrained > 0,
+         f"{trained:.1%} vs {untrained:.1%}; gain >= {gain_untrained:+.1%}"),
+        ("step 2 above the best trivial pixel baseline (" + ci + ")", gain_baseline > 0,
+         f"{trained:.1%} vs {best:.1%} ({best_name}); margin >= {gain_baseline:+.1%}"),
         (f"blank image <= {t.max_blank_times_chance:g} x chance (the answer needs the image)",
          blank <= t.max_blank_times_chance * chance, f"{blank:.1%} vs chance {chance:.1%}"),
     ]
@@ -170,6 +209,10 @@ def format_summary(s: dict, seconds: Optional[float] = None) -> str:
     for scale, groups in s["diagnosis_by_skin_type"].items():  # {scale: [{group, n, accuracy, ...}]}
         strata = ", ".join(f"{g['group']} {pct(g['accuracy'])}" for g in groups)
         lines.append(f"  step 2 by skin type ({scale}): {strata}")
+    b = s["baselines"]
+    lines.append(f"  trivial pixel baselines, same split (fitted on {b['n_train']} training images): RGB-histogram "
+                 f"logistic regression {pct(b['rgb_histogram_logreg'])}, hue-histogram 1-NN "
+                 f"{pct(b['hue_histogram_1nn'])}")
     lines += ["",
               "image-reliance control (step 2, the same cases with other images):"]
     for condition, c in s["image_control"].items():

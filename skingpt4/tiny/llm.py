@@ -172,14 +172,21 @@ def greedy_reply(model, corpus: Corpus, slot: torch.Tensor, question: str, max_n
 
 def oracle_check(model, corpus: Corpus, codes: SlotCodes, question: str, seed: int = 0) -> dict:
     """How well the LLM reads a clean code: the share of classes whose greedy answer to `question` names the
-    class (read by the evaluation's class extractor), and one reply per class."""
+    class (read by the evaluation's class extractor) when the slot holds the class's typical look (its code, a
+    pattern and its two concepts), one reply per class; and the share when it holds the concepts and pattern alone
+    (the class is a combination of concepts: `from_concepts_accuracy`)."""
     from skingpt4.evaluation.extract import ClassExtractor
+    from skingpt4.tiny.world import class_looks
 
-    extractor, rng, replies = ClassExtractor(), random.Random(seed), {}
-    n_slot = model.cfg.qformer.num_query_tokens
+    extractor, rng, replies, from_concepts = ClassExtractor(), random.Random(seed), {}, 0
+    n_slot, names = model.cfg.qformer.num_query_tokens, list(corpus.concepts)
     for label in corpus.phrases:
-        pattern = rng.choice(corpus.patterns[label])
-        replies[label] = greedy_reply(model, corpus, codes.clean((f"class:{label}", f"pattern:{pattern}"), n_slot),
-                                      question)
+        look = class_looks()[label]
+        cues = [f"pattern:{rng.choice(corpus.patterns[label])}", f"concept:{names[look['shared']]}",
+                f"concept:{names[look['own']]}"]
+        replies[label] = greedy_reply(model, corpus, codes.clean([f"class:{label}", *cues], n_slot), question)
+        reply = greedy_reply(model, corpus, codes.clean(cues, n_slot), question)
+        from_concepts += extractor.extract(reply).label == label
     correct = sum(extractor.extract(reply).label == label for label, reply in replies.items())
-    return {"accuracy": correct / len(replies), "replies": replies}
+    return {"accuracy": correct / len(replies), "from_concepts_accuracy": from_concepts / len(replies),
+            "replies": replies}
