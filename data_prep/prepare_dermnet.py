@@ -19,10 +19,10 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, prepare_output, print_report, stable_choice,
-                            write_prepared)
+from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_args, entry_problem, prepare_output,
+                            print_report, stable_choice, write_prepared)
 from skingpt4.common.class_table import CLASS_TABLE, ClassTableError, dermnet_mapping
-from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from skingpt4.common.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 DEFAULT_MAPPING = CLASS_TABLE  # the one class table, skingpt4/common/classes.json
 
@@ -43,14 +43,21 @@ def slug(text: str) -> str:
 def prepare_dermnet(root: Path, split: str, out: Path, mapping_path: Path = DEFAULT_MAPPING,
                     drop_ambiguous: bool = False, skip_unknown: bool = False, phrasings: str = "fixed",
                     seed: int = 0, max_side: int = DEFAULT_MAX_SIDE, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                    workers: int = 1, overwrite: bool = False, log=print) -> dict[str, Any]:
+                    workers: int = 1, overwrite: bool = False, log=print,
+                    max_bytes: Optional[int] = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     mapping = load_mapping(mapping_path)
     split_dir = Path(root) / split
     if not split_dir.is_dir():
         raise PrepareError(f"no folder '{split_dir}': --root must contain the Dermnet '{split}/' folder")
-    folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    unknown = [f for f in folders if f not in mapping["folders"]]
     skips = Skips()
+    folders = []
+    for entry in sorted(split_dir.iterdir()):
+        problem = entry_problem(entry)
+        if problem and problem[0] == "subfolder":
+            folders.append(entry.name)
+        else:  # a file (or link, FIFO, ...) beside the class folders belongs to no class
+            skips.add("not_in_a_class_folder", entry.name, problem[1] if problem else "a file")
+    unknown = [f for f in folders if f not in mapping["folders"]]
     if unknown and not skip_unknown:
         hints = []
         for folder in unknown:
@@ -62,13 +69,15 @@ def prepare_dermnet(root: Path, split: str, out: Path, mapping_path: Path = DEFA
     ambiguous = set(mapping.get("ambiguous", []))
     records, sources = [], {}
     for folder in folders:
-        files = sorted(p for p in (split_dir / folder).iterdir() if p.is_file())
         label = mapping["folders"].get(folder)
         reason = ("unknown_folder" if folder in unknown else "dropped_ambiguous" if drop_ambiguous and folder in ambiguous
                   else "dropped_by_mapping" if label is None else None)
-        for path in files:
+        for path in sorted((split_dir / folder).iterdir()):
+            problem = entry_problem(path)
             if reason:
                 skips.add(reason, f"{folder}/{path.name}")
+            elif problem:  # subfolder, dangling_link, special_file (a FIFO is never opened: it would hang)
+                skips.add(problem[0], f"{folder}/{path.name}", problem[1])
             elif path.suffix.lower() not in IMAGE_SUFFIXES:
                 skips.add("not_an_image_file", f"{folder}/{path.name}")
             else:
@@ -84,7 +93,7 @@ def prepare_dermnet(root: Path, split: str, out: Path, mapping_path: Path = DEFA
     prepare_output(out, overwrite)
     describe = {"kind": "dermnet", "split": split, "mapping": mapping, "drop_ambiguous": drop_ambiguous,
                 "phrasings": phrasings, "seed": seed, "max_side": max_side}
-    return write_prepared(out, records, sources, skips, describe, max_side, max_pixels, workers, log)
+    return write_prepared(out, records, sources, skips, describe, max_side, max_pixels, workers, log, max_bytes)
 
 
 def main(argv=None) -> int:
@@ -103,7 +112,7 @@ def main(argv=None) -> int:
     try:
         report = prepare_dermnet(args.root, args.split, args.out, args.mapping, args.drop_ambiguous,
                                  args.skip_unknown, args.phrasings, args.seed, args.max_side, args.max_pixels,
-                                 args.workers, args.overwrite)
+                                 args.workers, args.overwrite, max_bytes=args.max_bytes)
     except PrepareError as err:
         print(f"error: {err}")
         return 2

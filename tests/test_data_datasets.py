@@ -129,7 +129,11 @@ def test_webdataset_streams_all_samples_and_skips_bad_ones(synthetic, tmp_path):
     shutil.copytree(synthetic / "prepared" / "skincon", folder)
     first = annotations(folder)[0]["image_id"]
     (folder / "image" / f"{first}.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
-    write_shards(folder, tmp_path / "shards", maxcount=5)
+    index = write_shards(folder, tmp_path / "shards", maxcount=5)  # preparation skips (and counts) it ...
+    assert sum(info["count"] for info in index["skipped"].values()) == 1
+    import webdataset as wds  # ... so a shard from elsewhere carries it
+    with wds.TarWriter(str(tmp_path / "shards" / "shard-999999.tar")) as sink:
+        sink.write({"__key__": first, "jpg": b"\xff\xd8\xff\xe0 cut", "json": annotations(folder)[0]})
     dataset, _ = build_one({"builder": "webdataset", "shards": [str(p) for p in sorted((tmp_path / "shards").glob("*.tar"))],
                             "repeat": False, "shuffle_buffer": 10})
     items = [item for item in dataset]
