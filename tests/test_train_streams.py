@@ -162,8 +162,8 @@ def test_resuming_a_stream_with_other_workers_warns(shard_config, tmp_path, capl
     assert load_checkpoint(stopped.checkpoint)["stream_readers"] == 2
     with caplog.at_level("WARNING", logger="skingpt4.train"):
         resumed, _ = train(shard_config, tmp_path / "run", num_workers=0, resume_ckpt_path=str(stopped.checkpoint),
-                           iters_per_epoch=2)
-    assert resumed.status == "finished"
+                           stop_after_iters=2)
+    assert resumed.status == "stopped" and resumed.step == 2
     assert ("resuming with 1 stream readers (processes x DataLoader workers), the checkpoint was written with 2: "
             "the webdataset sources are read in another order than the interrupted run's") in caplog.text
 

@@ -22,8 +22,7 @@ class MetricsLog:
         covers its steps, as an uninterrupted run's does)."""
         if not self.path.exists():
             return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        records = [json.loads(line) for line in lines]
+        lines, records = _parse_lines(self.path)
         kept = [line for line, r in zip(lines, records)
                 if r["step"] < step or (r["step"] == step and not (drop_partial and r.get("partial")))]
         self.path.write_text("".join(line + "\n" for line in kept))
@@ -50,8 +49,32 @@ def _tensorboard_writer(directory: Path):
     return SummaryWriter(str(directory))
 
 
+def _parse_lines(path: Path) -> tuple[list[str], list[dict]]:
+    """The records of metrics.jsonl with their lines. A line that is not a whole record (a run killed while
+    appending tears the last one) is dropped with a warning: the log is the checkpointed run's, so nothing is lost
+    that the resumed run does not write again."""
+    lines, records, torn = [], [], []
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+            torn.append(number)
+            continue
+        lines.append(line)
+        records.append(record)
+    if torn:
+        log.warning("%s: dropped %d line(s) that are not whole records (line %s): a run killed while writing",
+                    path, len(torn), ", ".join(map(str, torn[:5])))
+    return lines, records
+
+
 def read_metrics(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return _parse_lines(path)[1]
 
 
 def plot_loss_curve(metrics_path: Path, png_path: Path, title: str = "training loss") -> Optional[Path]:

@@ -42,6 +42,15 @@ from skingpt4.runners.optim import build_optimizer, set_kernel
 
 log = logging.getLogger("skingpt4.train")
 LAST_CHECKPOINT = "checkpoint_last.pth"
+# A run stops with a TrainingError after this many steps in a row without one usable sample (every batch all
+# bad images): a dataset that is wholly unusable fails fast instead of "training" to loss nan. A mostly good
+# dataset does not trip it: 20 all-bad steps in a row are vanishingly rare unless (nearly) every image is bad.
+IDLE_STEPS_LIMIT = 20
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss, no usable sample): train.py prints it in one line, exit status 1.
+    The last checkpoint on disk is left as it was."""
 
 
 @dataclass
@@ -123,6 +132,7 @@ class Runner:
             "config": self.config,
             "epoch": self.step // self.cfg.iters_per_epoch,  # epochs completed
             "step": self.step,
+            "schedule": {"max_epoch": self.cfg.max_epoch, "iters_per_epoch": self.cfg.iters_per_epoch},
             "global_batch_size": self.global_batch,
             "stream_readers": self.stream_readers,
             "log_window": log_window if log_window is not None else [[dict(r) for r in self.window.rows]],
@@ -132,6 +142,7 @@ class Runner:
 
     def resume(self, path: str) -> None:
         payload = ckpt.read_training_checkpoint(path)
+        self._check_same_schedule(payload, path)
         if payload.get("sharding", "none") != self.cfg.sharding:
             raise ConfigError(f"config key 'run.resume_ckpt_path': '{path}' was written with run.sharding="
                               f"{payload.get('sharding', 'none')}; resume it with the same setting")
@@ -165,6 +176,25 @@ class Runner:
                         "with %s: the webdataset sources are read in another order than the interrupted run's",
                         self.stream_readers, payload.get("stream_readers"))
         log.info("resumed from '%s' at step %d (epoch %d)", path, self.step, payload["epoch"])
+
+    def _check_same_schedule(self, payload: dict, path: str) -> None:
+        """A checkpoint continues only the schedule it was written by: the LR schedule, the data plan and the
+        epoch checkpoints all follow max_epoch x iters_per_epoch, so another step count is refused, naming both."""
+        step = int(payload.get("step", 0))
+        schedule = payload.get("schedule")  # absent from checkpoints written before it was recorded
+        if isinstance(schedule, dict) and {"max_epoch", "iters_per_epoch"} <= set(schedule):
+            epochs, iters = int(schedule["max_epoch"]), int(schedule["iters_per_epoch"])
+        elif step > self.total_steps:
+            epochs, iters = "?", "?"
+        else:
+            return
+        if (epochs, iters) != (self.cfg.max_epoch, self.cfg.iters_per_epoch) or step > self.total_steps:
+            total = epochs * iters if isinstance(epochs, int) else "?"
+            raise ConfigError(
+                f"config key 'run.resume_ckpt_path': '{path}' is step {step} of a run of {total} steps "
+                f"({epochs} epochs x {iters} iterations), but this config trains {self.total_steps} steps "
+                f"({self.cfg.max_epoch} x {self.cfg.iters_per_epoch}); resume with run.max_epoch={epochs} "
+                f"run.iters_per_epoch={iters}, or start a new run from its weights with model.ckpt={path}")
 
     def _window_of_every_rank(self) -> list[list[dict]]:
         """[rank's window rows] for every process (each averages its own steps before the all-reduce)."""
@@ -228,11 +258,19 @@ class Runner:
         batches = iter(loader)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.dist.is_main and cfg.progress_bar),
                    desc="train", dynamic_ncols=True)
+        idle, first_step = 0, self.step
         try:
             with _StopRequest() as stop:
                 while self.step < stop_at:
-                    window.add(self._train_step(forward_model, batches))
+                    row = self._train_step(forward_model, batches)
+                    window.add(row)
                     self.step += 1
+                    idle = idle + 1 if row["skipped_batches"] == cfg.accum_grad_iters else 0
+                    if self.step % IDLE_STEPS_LIMIT == 0 or self.step == stop_at:  # a collective: at fixed steps
+                        # at the end, a shorter run that trained on nothing at all fails too
+                        limit = IDLE_STEPS_LIMIT if self.step < stop_at else min(IDLE_STEPS_LIMIT, self.step - first_step)
+                        if self._any_rank(idle >= limit):
+                            raise TrainingError(self._idle_message(idle))
                     bar.update(1)
                     bar.set_postfix(loss=f"{window.last_loss:.4f}", lr=f"{window.last_lr:.2e}",
                                     samples_s=f"{window.last_rate:.1f}")
@@ -291,7 +329,7 @@ class Runner:
                     continue  # nothing to learn from; other processes need no lock-step
                 batch, weight = self._last_batch, 0.0  # keep DDP's collectives in step; contributes zero
                 if batch is None:
-                    raise RuntimeError("the first batch of this process had only bad images; check the dataset")
+                    raise TrainingError("the first batch of this process had only bad images; check the dataset")
             else:
                 batch, weight = to_device(batch, device), 1.0
                 self._last_batch = batch
@@ -302,8 +340,9 @@ class Runner:
             with no_sync, mixed_precision:
                 loss = self.train_step(forward_model, batch)["loss"]
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower run.init_lr or "
-                                             "use run.precision=bf16/fp32")
+                    raise TrainingError(f"the loss is {loss.item()} at step {self.step + 1}: training diverged or "
+                                        "the weights are broken; lower run.init_lr, set run.max_grad_norm, or use "
+                                        "run.precision=bf16/fp32 (the last checkpoint on disk is kept)")
                 self.scaler.scale(loss * weight / cfg.accum_grad_iters).backward()
             did_backward = True
             if weight:
@@ -342,6 +381,12 @@ class Runner:
             log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g %.1f samples/s%s", self.step, self.total_steps,
                      loss, record["lr"], record["grad_norm"], record["samples_per_s"],
                      f"; skipped images: {skipped}" if skipped else "")
+
+    def _idle_message(self, idle: int) -> str:
+        skipped = format_bad_samples(self.bad_samples()) or "none counted"
+        return (f"no usable training sample in {idle} steps in a row (up to step {self.step}): every batch held only "
+                f"bad images (skipped images: {skipped}); check the datasets (data_prep/check_notes.py lists bad "
+                "images) and their max_pixels")
 
     def bad_samples(self) -> dict[str, dict[str, int]]:
         """{dataset: {reason: count}} of the samples this process and its DataLoader workers skipped so far
