@@ -140,3 +140,38 @@ def test_shard_writing_shows_progress(tmp_path, capsys):
     write_shards(prepared_folder(tmp_path / "prep"), tmp_path / "out", progress=True)
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert any(line.startswith("shards: 100%") and "6/6" in line for line in bar), bar
+
+
+# ---------------------------------------------------------------- validation split
+def test_val_fraction_holds_out_a_class_stratified_share(tmp_path, capsys):
+    from collections import Counter
+
+    root = tmp_path / "dermnet" / "train"
+    sizes = {"Acne and Rosacea Photos": 10, "Eczema Photos": 20, "Urticaria Hives": 5, "Vascular Tumors": 1}
+    for folder, n in sizes.items():
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (12, 12), (10 * i, 50, 90)).save(root / folder / f"{i:02d}.jpg")
+    out = tmp_path / "prepared" / "dermnet"
+    assert dermnet_main(["--root", str(tmp_path / "dermnet"), "--out", str(out), "--val-fraction", "0.2",
+                         "--seed", "7"]) == 0
+    printed = capsys.readouterr().out
+    assert f"to {out}_val" in printed
+    train = json.loads((out / "filter_cap.json").read_text())["annotations"]
+    val = json.loads((tmp_path / "prepared" / "dermnet_val" / "filter_cap.json").read_text())["annotations"]
+    assert Counter(r["label"] for r in val) == {"Acne and rosacea": 2, "Dermatitis": 4, "Urticaria hives": 1}
+    assert Counter(r["label"] for r in train) == {"Acne and rosacea": 8, "Dermatitis": 16, "Urticaria hives": 4,
+                                                  "Vascular tumors": 1}  # a class of 1 stays in training
+    assert not {r["image_id"] for r in train} & {r["image_id"] for r in val}
+    assert {r["split"] for r in val} == {"train_val"}
+    assert all((tmp_path / "prepared" / "dermnet_val" / "image" / f"{r['image_id']}.jpg").is_file() for r in val)
+    # same seed -> same split; another seed -> another one
+    again = prepare_dermnet(tmp_path / "dermnet", "train", tmp_path / "b", val_fraction=0.2, seed=7, **QUIET)
+    assert again["validation"]["written"] == 7
+    assert json.loads((tmp_path / "b_val" / "filter_cap.json").read_text())["annotations"] == val
+    prepare_dermnet(tmp_path / "dermnet", "train", tmp_path / "c", val_fraction=0.2, seed=8, **QUIET)
+    assert json.loads((tmp_path / "c_val" / "filter_cap.json").read_text())["annotations"] != val
+    with pytest.raises(SystemExit) as exit_info:  # argparse's one-line usage error
+        dermnet_main(["--root", str(tmp_path / "dermnet"), "--out", str(tmp_path / "d"), "--val-fraction", "1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith("argument --val-fraction: must be in [0, 1), got 1")
