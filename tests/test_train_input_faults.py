@@ -134,3 +134,34 @@ def test_a_torn_last_metrics_line_does_not_stop_a_resume(train_data, tmp_path, c
                           resume_ckpt_path=tmp_path / "run" / "checkpoint_last.pth")
     assert status == 0
     assert [json.loads(line)["step"] for line in metrics.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_tensorboard_is_off_by_default_and_asking_for_it_without_the_package_is_one_line(
+        train_data, tmp_path, capsys, no_model, monkeypatch):
+    import skingpt4.runners.recipe as recipe
+    from skingpt4.runners.config import RunConfig
+
+    assert RunConfig().tensorboard is False
+    monkeypatch.setattr(recipe, "tensorboard_available", lambda: False)
+    assert config_error(capsys, train_data, tmp_path / "run", tensorboard=True) == (
+        "config error: run.tensorboard=true needs the tensorboard package, which is optional: install it with pip "
+        "install 'skingpt4[tensorboard]' (or pip install tensorboard), or set run.tensorboard=false (metrics.jsonl "
+        "and loss_curve.png/json are written either way)")
+
+
+def test_log_lines_are_printed_above_the_progress_bar_not_across_it(train_data, tmp_path, subprocess_env):
+    import re
+    import subprocess
+    import sys
+
+    from training_helpers import REPO
+
+    args = options(train_data, tmp_path / "run", iters_per_epoch=6, log_freq=2, progress_bar="true")
+    proc = subprocess.run([sys.executable, "train.py", "--cfg-path", STEP1, "--options", *args], cwd=REPO,
+                          env=subprocess_env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    logged = [line for line in proc.stderr.split("\n") if "skingpt4.train: step " in line]
+    assert len(logged) == 3
+    for line in logged:  # what follows the bar's last carriage return starts with the log format, not bar text
+        assert re.match(r"^\d\d:\d\d:\d\d \[rank 0\] skingpt4.train: step \d/6 loss", line.split("\r")[-1]), line
+    assert "train: 100%" in proc.stderr  # the bar was drawn

@@ -13,10 +13,10 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from skingpt4.common.config import ConfigError, config_path_problems, raise_path_problems, require_path, to_plain
@@ -24,6 +24,8 @@ from skingpt4.prompting.prompt_files import PROMPT_FILE_WHAT, draw_prompts, read
 from skingpt4.runners.config import RUN_PATHS, build_run_config
 from skingpt4.runners.data import Source, as_sources
 from skingpt4.runners.distributed import DistInfo, init_distributed, shutdown
+from skingpt4.runners.metrics import TENSORBOARD_MISSING, tensorboard_available
+from skingpt4.runners.validation import Validation
 from skingpt4.runners.runner import LAST_CHECKPOINT, Runner, TrainingError, TrainResult, already_holds_a_run
 
 log = logging.getLogger("skingpt4.train")
@@ -53,7 +55,9 @@ def check_config_paths(cfg: DictConfig) -> None:
     from skingpt4.models.build import model_path_problems
 
     raise_path_problems(model_path_problems(cfg.get("model"), START_CKPT_WHAT)
-                        + dataset_path_problems(cfg.get("datasets")) + config_path_problems(cfg, RUN_PATHS))
+                        + dataset_path_problems(cfg.get("datasets"))
+                        + dataset_path_problems(cfg.get("validation"), "validation")
+                        + config_path_problems(cfg, RUN_PATHS))
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -99,6 +103,20 @@ def check_finite_start(model: nn.Module, ckpt_path) -> None:
                               "checkpoint with finite weights (or model.ckpt=null for a fresh projection)")
 
 
+def build_validation(section, run_cfg: DictConfig, collate) -> Optional[Validation]:
+    """The `validation:` datasets (blocks like those of `datasets:`; the image transform defaults to the eval
+    one, a plain resize, so the loss does not depend on random crops), or None without that section."""
+    from skingpt4.datasets import build_datasets
+
+    blocks = {name: block for name, block in (section or {}).items() if block is not None}
+    if not blocks:
+        return None
+    blocks = {name: OmegaConf.merge({"vis_processor": {"name": "blip2_image_eval"}}, block)
+              for name, block in blocks.items()}
+    sources = as_sources(build_datasets(OmegaConf.create(blocks), "validation"))
+    return Validation(sources, collate, run_cfg.batch_size_train, run_cfg.seed, run_cfg.num_workers)
+
+
 def setup(cfg: DictConfig) -> Runner:
     from skingpt4.datasets import build_datasets, collate
     from skingpt4.models.build import build_model
@@ -106,6 +124,8 @@ def setup(cfg: DictConfig) -> Runner:
 
     run_cfg = build_run_config(cfg.get("run"))
     check_output_dir(run_cfg)
+    if run_cfg.tensorboard and not tensorboard_available():
+        raise ConfigError(TENSORBOARD_MISSING)
     check_config_paths(cfg)
     check_config(cfg)
     prompt_lines = read_training_prompts(run_cfg.prompt_path)
@@ -115,12 +135,14 @@ def setup(cfg: DictConfig) -> Runner:
     random.seed(run_cfg.seed)
     torch.manual_seed(run_cfg.seed)  # the projection's initialisation when no model.ckpt is given
     sources = as_sources(build_datasets(cfg.datasets))
+    validation = build_validation(cfg.get("validation"), run_cfg, collate)
     model = build_model(cfg.model, device=str(dist.device))
     check_finite_start(model, cfg.model.get("ckpt"))
     if run_cfg.cache_frozen_features:
         sources = [Source(s.name, cache_queries(model, s, run_cfg.batch_size_train, dist), s.ratio) for s in sources]
     pack_tokens = run_cfg.pack_max_tokens if run_cfg.pack_sequences else 0
-    return Runner(run_cfg, TrainStep(prompt_lines, pack_tokens), collate, model, sources, to_plain(cfg), dist)
+    return Runner(run_cfg, TrainStep(prompt_lines, pack_tokens), collate, model, sources, to_plain(cfg), dist,
+                  validation)
 
 
 def run_training(cfg: DictConfig) -> tuple[TrainResult, nn.Module]:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from skingpt4.common.config import ConfigError
 from skingpt4.common.precision import DTYPES, autocast
@@ -36,7 +37,8 @@ from skingpt4.models import checkpoints as ckpt
 from skingpt4.runners.data import Source, build_train_loader
 from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
-from skingpt4.runners.metrics import MetricsLog, plot_loss_curve
+from skingpt4.runners.metrics import MetricsLog
+from skingpt4.runners.validation import Validation
 from skingpt4.runners import sharding
 from skingpt4.runners.optim import build_optimizer, set_kernel
 
@@ -92,9 +94,11 @@ class _StopRequest:
 
 class Runner:
     def __init__(self, cfg: DictConfig, train_step: Callable[[nn.Module, dict], dict], collate: Callable,
-                 model: nn.Module, sources: Sequence[Source], config: dict, dist: DistInfo):
+                 model: nn.Module, sources: Sequence[Source], config: dict, dist: DistInfo,
+                 validation: Optional[Validation] = None):
         self.cfg, self.train_step, self.collate, self.model = cfg, train_step, collate, model
         self.sources, self.config, self.dist = sources, config, dist
+        self.validation = validation  # its loss is logged after every epoch
         self.output_dir = Path(cfg.output_dir).expanduser()
         self.total_steps = cfg.max_epoch * cfg.iters_per_epoch
         if cfg.precision == "fp16" and dist.device.type != "cuda":
@@ -256,11 +260,13 @@ class Runner:
         status, checkpoint = "finished", None
         window = self.window
         batches = iter(loader)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.dist.is_main and cfg.progress_bar),
-                   desc="train", dynamic_ncols=True)
+        show_bar = self.dist.is_main and cfg.progress_bar
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not show_bar, desc="train", dynamic_ncols=True)
+        # While the bar runs, log lines go through tqdm.write: printed above the bar, never across it.
+        redirect = logging_redirect_tqdm() if show_bar else contextlib.nullcontext()
         idle, first_step = 0, self.step
         try:
-            with _StopRequest() as stop:
+            with redirect, _StopRequest() as stop:
                 while self.step < stop_at:
                     row = self._train_step(forward_model, batches)
                     window.add(row)
@@ -278,6 +284,7 @@ class Runner:
                         self._log(window, metrics, partial=self.step % cfg.log_freq != 0
                                   and self.step != self.total_steps)
                     if self.step % cfg.iters_per_epoch == 0:
+                        self._validate(metrics)
                         checkpoint = self.save(f"checkpoint_{self.step // cfg.iters_per_epoch - 1}.pth")
                     if (self.step % cfg.iters_per_epoch == 0 or (cfg.save_freq and self.step % cfg.save_freq == 0)
                             or self.step == stop_at):
@@ -303,7 +310,7 @@ class Runner:
         if metrics is not None:
             log.info("skipped images: %s", format_bad_samples(self.bad_samples()) or "none")
             metrics.close()
-            curve = plot_loss_curve(metrics.path, self.output_dir / "loss_curve.png")
+            curve = metrics.update_curve(draw_png=True)
         barrier(self.dist)
         return TrainResult(status, self.step, self.output_dir, checkpoint, window.logged_loss, curve)
 
@@ -377,10 +384,26 @@ class Runner:
         window.logged_loss = loss
         if metrics is not None:
             metrics.write(record)
+            metrics.update_curve()
             skipped = format_bad_samples(record["bad_samples"])
             log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g %.1f samples/s%s", self.step, self.total_steps,
                      loss, record["lr"], record["grad_norm"], record["samples_per_s"],
                      f"; skipped images: {skipped}" if skipped else "")
+
+    def _validate(self, metrics: Optional[MetricsLog]) -> None:
+        """The validation loss after an epoch (every rank runs it: see runners/validation.py), logged by rank 0."""
+        if self.validation is None:
+            return
+        started = time.perf_counter()
+        result = self.validation.run(self.model, self.train_step, self.dist.device, self.cfg.precision)
+        record = {"step": self.step, "epoch": self.step // self.cfg.iters_per_epoch, **result,
+                  "val_time": time.perf_counter() - started}
+        if metrics is not None:
+            metrics.write(record, group="validation")
+            metrics.update_curve(draw_png=True)
+            log.info("epoch %d validation loss %.4f over %d items (%s) in %.1f s", record["epoch"], result["val_loss"],
+                     result["val_items"], ", ".join(f"{k} {v:.4f}" for k, v in result["val_loss_by_source"].items()),
+                     record["val_time"])
 
     def _idle_message(self, idle: int) -> str:
         skipped = format_bad_samples(self.bad_samples()) or "none counted"
