@@ -111,9 +111,10 @@ def test_a_diverging_run_exits_non_zero_keeping_its_checkpoint(train_data, tmp_p
     assert read_checkpoint(tmp_path / "run" / "checkpoint_last.pth")["step"] == step - 1  # the last good step
 
 
-def test_a_resume_into_another_step_count_is_refused(train_data, tmp_path, capsys):
+def test_a_resume_into_another_step_count_is_refused(train_data, tmp_path, capsys, monkeypatch):
     status, _ = run_train(capsys, train_data, tmp_path / "run", iters_per_epoch=4, stop_after_iters=3)
     assert status == 0
+    monkeypatch.setattr(model_build, "build_model", lambda *a, **k: pytest.fail("the model was built first"))
     last = tmp_path / "run" / "checkpoint_last.pth"
     status, line = run_train(capsys, train_data, tmp_path / "run", iters_per_epoch=2, resume_ckpt_path=last)
     assert status == 2

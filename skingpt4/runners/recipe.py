@@ -26,7 +26,8 @@ from skingpt4.runners.data import Source, as_sources
 from skingpt4.runners.distributed import DistInfo, init_distributed, shutdown
 from skingpt4.runners.metrics import TENSORBOARD_MISSING, tensorboard_available
 from skingpt4.runners.validation import Validation
-from skingpt4.runners.runner import LAST_CHECKPOINT, Runner, TrainingError, TrainResult, already_holds_a_run
+from skingpt4.runners.runner import (LAST_CHECKPOINT, Runner, TrainingError, TrainResult, already_holds_a_run,
+                                     check_resume_schedule)
 
 log = logging.getLogger("skingpt4.train")
 
@@ -128,6 +129,11 @@ def setup(cfg: DictConfig) -> Runner:
         raise ConfigError(TENSORBOARD_MISSING)
     check_config_paths(cfg)
     check_config(cfg)
+    if run_cfg.resume_ckpt_path:  # a resume into another step count is found before the model loads
+        from skingpt4.models.checkpoints import read_training_checkpoint
+
+        check_resume_schedule(read_training_checkpoint(run_cfg.resume_ckpt_path), run_cfg.resume_ckpt_path,
+                              run_cfg.max_epoch, run_cfg.iters_per_epoch)
     prompt_lines = read_training_prompts(run_cfg.prompt_path)
     dist = init_distributed(run_cfg.device, run_cfg.dist_backend)
     logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING,

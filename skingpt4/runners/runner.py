@@ -146,7 +146,7 @@ class Runner:
 
     def resume(self, path: str) -> None:
         payload = ckpt.read_training_checkpoint(path)
-        self._check_same_schedule(payload, path)
+        check_resume_schedule(payload, path, self.cfg.max_epoch, self.cfg.iters_per_epoch)
         if payload.get("sharding", "none") != self.cfg.sharding:
             raise ConfigError(f"config key 'run.resume_ckpt_path': '{path}' was written with run.sharding="
                               f"{payload.get('sharding', 'none')}; resume it with the same setting")
@@ -180,25 +180,6 @@ class Runner:
                         "with %s: the webdataset sources are read in another order than the interrupted run's",
                         self.stream_readers, payload.get("stream_readers"))
         log.info("resumed from '%s' at step %d (epoch %d)", path, self.step, payload["epoch"])
-
-    def _check_same_schedule(self, payload: dict, path: str) -> None:
-        """A checkpoint continues only the schedule it was written by: the LR schedule, the data plan and the
-        epoch checkpoints all follow max_epoch x iters_per_epoch, so another step count is refused, naming both."""
-        step = int(payload.get("step", 0))
-        schedule = payload.get("schedule")  # absent from checkpoints written before it was recorded
-        if isinstance(schedule, dict) and {"max_epoch", "iters_per_epoch"} <= set(schedule):
-            epochs, iters = int(schedule["max_epoch"]), int(schedule["iters_per_epoch"])
-        elif step > self.total_steps:
-            epochs, iters = "?", "?"
-        else:
-            return
-        if (epochs, iters) != (self.cfg.max_epoch, self.cfg.iters_per_epoch) or step > self.total_steps:
-            total = epochs * iters if isinstance(epochs, int) else "?"
-            raise ConfigError(
-                f"config key 'run.resume_ckpt_path': '{path}' is step {step} of a run of {total} steps "
-                f"({epochs} epochs x {iters} iterations), but this config trains {self.total_steps} steps "
-                f"({self.cfg.max_epoch} x {self.cfg.iters_per_epoch}); resume with run.max_epoch={epochs} "
-                f"run.iters_per_epoch={iters}, or start a new run from its weights with model.ckpt={path}")
 
     def _window_of_every_rank(self) -> list[list[dict]]:
         """[rank's window rows] for every process (each averages its own steps before the all-reduce)."""
@@ -416,6 +397,26 @@ class Runner:
         (read-ahead included), for the datasets that count them."""
         return {s.name: s.dataset.bad.counts() for s in self.sources
                 if isinstance(getattr(s.dataset, "bad", None), BadSampleCounter)}
+
+
+def check_resume_schedule(payload: dict, path: str, max_epoch: int, iters_per_epoch: int) -> None:
+    """A checkpoint continues only the schedule it was written by: the LR schedule, the data plan and the
+    epoch checkpoints all follow max_epoch x iters_per_epoch, so another step count is refused, naming both."""
+    step = int(payload.get("step", 0))
+    schedule = payload.get("schedule")  # absent from checkpoints written before it was recorded
+    if isinstance(schedule, dict) and {"max_epoch", "iters_per_epoch"} <= set(schedule):
+        epochs, iters = int(schedule["max_epoch"]), int(schedule["iters_per_epoch"])
+    elif step > max_epoch * iters_per_epoch:
+        epochs, iters = "?", "?"
+    else:
+        return
+    if (epochs, iters) != (max_epoch, iters_per_epoch) or step > max_epoch * iters_per_epoch:
+        total = epochs * iters if isinstance(epochs, int) else "?"
+        raise ConfigError(
+            f"config key 'run.resume_ckpt_path': '{path}' is step {step} of a run of {total} steps "
+            f"({epochs} epochs x {iters} iterations), but this config trains {max_epoch * iters_per_epoch} steps "
+            f"({max_epoch} x {iters_per_epoch}); resume with run.max_epoch={epochs} "
+            f"run.iters_per_epoch={iters}, or start a new run from its weights with model.ckpt={path}")
 
 
 def already_holds_a_run(output_dir: Path) -> str:
