@@ -203,10 +203,13 @@ def print_skips(skipped: dict[str, Any], log: Callable[[str], None] = print) -> 
 
 
 def index_files(root: Path, suffixes: Sequence[str]) -> dict[str, Path]:
-    """file name -> path for every file under `root` (recursive; the first in sorted order wins)."""
+    """file name -> path for every entry under `root` named like an image (recursive; the first in sorted order
+    wins). Folders are left out; FIFOs, devices and dangling links are kept, so that the image loader refuses them
+    with their own reason (`image_not_a_file`, `image_missing` "a dangling symbolic link") instead of their
+    records being counted as plain `image_missing`."""
     found: dict[str, Path] = {}
     for path in sorted(root.rglob("*")):
-        if path.suffix.lower() in suffixes and path.is_file():
+        if path.suffix.lower() in suffixes and entry_problem(path) != ("subfolder", "a folder"):
             found.setdefault(path.name, path)
     return found
 

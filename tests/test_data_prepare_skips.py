@@ -175,3 +175,18 @@ def test_val_fraction_holds_out_a_class_stratified_share(tmp_path, capsys):
         dermnet_main(["--root", str(tmp_path / "dermnet"), "--out", str(tmp_path / "d"), "--val-fraction", "1"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith("argument --val-fraction: must be in [0, 1), got 1")
+
+
+def test_skincon_image_index_keeps_fifos_and_links_for_the_loader_to_refuse(tmp_path):
+    from data_prep.common import ImageJob, encode_image, index_files
+    from skingpt4.common.images import IMAGE_SUFFIXES
+
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "good.jpg")
+    os.mkfifo(tmp_path / "a" / "pipe.jpg")
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "folder.jpg").mkdir()
+    found = index_files(tmp_path, IMAGE_SUFFIXES)
+    assert sorted(found) == ["dangling.png", "good.jpg", "pipe.jpg"]
+    reasons = {name: encode_image(ImageJob(name, str(path), 0, None))[2] for name, path in found.items()}
+    assert reasons == {"dangling.png": "missing", "good.jpg": None, "pipe.jpg": "not_a_file"}
