@@ -31,8 +31,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--inputs", nargs="+", default=(), help="questionnaire task: filled questionnaire CSVs")
     parser.add_argument("--resume", action="store_true",
                         help="clinical: keep the case records a killed run left in --out and do the rest")
+    parser.add_argument("--cases-per-class", type=int, metavar="N",
+                        help="evaluate N cases of every class, drawn with evaluation.seed (= evaluation.cases_per_class)")
     parser.add_argument("--options", nargs="+", default=(), help="override config keys: evaluation.batch_size=4 ...")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.cases_per_class is not None:  # the flag is the config key's short form
+        args.options = [*args.options, f"evaluation.cases_per_class={args.cases_per_class}"]
+    return args
 
 
 def main(argv=None) -> int:

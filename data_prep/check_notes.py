@@ -21,12 +21,12 @@ from typing import Any, Optional
 
 from data_prep.common import (ImageJob, PrepareError, Skips, add_image_args, encode_images, prepare_output,
                             print_report, write_prepared)
-from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from skingpt4.common.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 
 
 def check_notes(folder: Path, decode: bool = True, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                workers: int = 1) -> tuple[list[dict[str, Any]], dict[str, str], Skips]:
+                workers: int = 1, max_bytes: Optional[int] = DEFAULT_MAX_BYTES) -> tuple[list[dict[str, Any]], dict[str, str], Skips]:
     """-> (usable records, {image_id: image path}, problems by reason)."""
     ann_path, image_dir = Path(folder) / "filter_cap.json", Path(folder) / "image"
     if not ann_path.is_file():
@@ -69,7 +69,7 @@ def check_notes(folder: Path, decode: bool = True, max_pixels: Optional[int] = D
         records.append({**record, "image_id": image_id, "caption": " ".join(caption.split())})
         sources[image_id] = str(path)
     if decode:  # decode every image now so a bad one is found here, not in the middle of training
-        jobs = [ImageJob(r["image_id"], sources[r["image_id"]], 0, max_pixels) for r in records]
+        jobs = [ImageJob(r["image_id"], sources[r["image_id"]], 0, max_pixels, max_bytes) for r in records]
         bad = {image_id: (reason, detail) for image_id, data, reason, detail in encode_images(jobs, workers) if data is None}
         for image_id, (reason, detail) in bad.items():
             skips.add(f"image_{reason}", image_id, detail)
@@ -95,11 +95,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         # With --out every image is decoded while writing the copy, so the check need not decode it first.
-        records, sources, skips = check_notes(args.dir, not (args.no_decode or args.out), args.max_pixels, args.workers)
+        records, sources, skips = check_notes(args.dir, not (args.no_decode or args.out), args.max_pixels, args.workers,
+                                               args.max_bytes)
         if args.out:
             prepare_output(args.out, args.overwrite)
             report = write_prepared(args.out, records, sources, skips, {"kind": "notes", "max_side": args.max_side},
-                                    args.max_side, args.max_pixels, args.workers)
+                                    args.max_side, args.max_pixels, args.workers, max_bytes=args.max_bytes)
         print_problems(args.dir, report["written"] if args.out else len(records), skips)
         if args.out:
             print_report(report, args.out)

@@ -23,7 +23,7 @@ from data_prep.common import (DEFAULT_MAX_SIDE, PrepareError, Skips, add_image_a
                             prepare_output, print_report, read_csv, stable_choice, write_prepared)
 from skingpt4.common.concept_table import (CONCEPTS, DEFAULT_TEMPLATE, EXCLUDE_COLUMN, VARIED_TEMPLATES,
                                            concept_caption)
-from skingpt4.common.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from skingpt4.common.images import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 
 ROMAN = {1: "I", 2: "II", 3: "III", 4: "IV", 5: "V", 6: "VI"}
 DDI_TONES = {"12": "I-II", "34": "III-IV", "56": "V-VI"}
@@ -101,7 +101,8 @@ def prepare_skincon(out: Path, fitzpatrick_annotations: Optional[Path] = None, f
                     ddi_images: Optional[Path] = None, ddi_metadata: Optional[Path] = None,
                     phrasings: str = "fixed", seed: int = 0, max_side: int = DEFAULT_MAX_SIDE,
                     max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                    workers: int = 1, overwrite: bool = False, log=print) -> dict[str, Any]:
+                    workers: int = 1, overwrite: bool = False, log=print,
+                    max_bytes: Optional[int] = DEFAULT_MAX_BYTES) -> dict[str, Any]:
     plan = [("fitzpatrick17k", fitzpatrick_annotations, fitzpatrick_images, fitzpatrick_metadata, fitzpatrick_skin_types),
             ("ddi", ddi_annotations, ddi_images, ddi_metadata, ddi_skin_types)]
     if not any(p[1] for p in plan):
@@ -120,7 +121,7 @@ def prepare_skincon(out: Path, fitzpatrick_annotations: Optional[Path] = None, f
         sources.update(got_sources)
     prepare_output(out, overwrite)
     describe = {"kind": "skincon", "phrasings": phrasings, "seed": seed, "max_side": max_side}
-    return write_prepared(out, records, sources, skips, describe, max_side, max_pixels, workers, log)
+    return write_prepared(out, records, sources, skips, describe, max_side, max_pixels, workers, log, max_bytes)
 
 
 def main(argv=None) -> int:
@@ -139,7 +140,8 @@ def main(argv=None) -> int:
     try:
         report = prepare_skincon(args.out, args.fitzpatrick_annotations, args.fitzpatrick_images,
                                  args.fitzpatrick_metadata, args.ddi_annotations, args.ddi_images, args.ddi_metadata,
-                                 args.phrasings, args.seed, args.max_side, args.max_pixels, args.workers, args.overwrite)
+                                 args.phrasings, args.seed, args.max_side, args.max_pixels, args.workers, args.overwrite,
+                                 max_bytes=args.max_bytes)
     except PrepareError as err:
         print(f"error: {err}")
         return 2

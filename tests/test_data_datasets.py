@@ -129,7 +129,11 @@ def test_webdataset_streams_all_samples_and_skips_bad_ones(synthetic, tmp_path):
     shutil.copytree(synthetic / "prepared" / "skincon", folder)
     first = annotations(folder)[0]["image_id"]
     (folder / "image" / f"{first}.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut")
-    write_shards(folder, tmp_path / "shards", maxcount=5)
+    index = write_shards(folder, tmp_path / "shards", maxcount=5)  # preparation skips (and counts) it ...
+    assert sum(info["count"] for info in index["skipped"].values()) == 1
+    import webdataset as wds  # ... so a shard from elsewhere carries it
+    with wds.TarWriter(str(tmp_path / "shards" / "shard-999999.tar")) as sink:
+        sink.write({"__key__": first, "jpg": b"\xff\xd8\xff\xe0 cut", "json": annotations(folder)[0]})
     dataset, _ = build_one({"builder": "webdataset", "shards": [str(p) for p in sorted((tmp_path / "shards").glob("*.tar"))],
                             "repeat": False, "shuffle_buffer": 10})
     items = [item for item in dataset]
@@ -174,8 +178,8 @@ def test_config_errors_name_the_key(synthetic):
          r"'datasets\.skincon': unknown dataset builder 'skincon'; did you mean 'skincon_concepts'\?"),
         ({"skincon_concepts": {"storage": str(prepared / "notes")}},
          r"dataset 'skincon_concepts': \d+ records of '.*filter_cap\.json' lack 'concepts'"),
-        ({"dermnet": {"storage": str(prepared / "dermnet"), "sample_ratio": 0}},
-         r"'datasets\.dermnet\.sample_ratio' must be > 0, got 0"),
+        ({"dermnet": {"storage": str(prepared / "dermnet"), "sample_ratio": -1}},
+         r"'datasets\.dermnet\.sample_ratio' must be > 0 \(or 0 to leave the source out\), got -1"),
         ({"dermnet": {"storage": str(prepared / "dermnet"), "vis_processor": {"name": "blip2_image_train", "size": 3}}},
          r"unknown key 'datasets\.dermnet\.vis_processor\.size'"),
         ({"w": {"builder": "webdataset", "shards": str(prepared / "nope-{000..001}.tar")}},
@@ -188,6 +192,10 @@ def test_config_errors_name_the_key(synthetic):
     for cfg, message in cases:
         with pytest.raises(ConfigError, match=message):
             build_datasets(OmegaConf.create(cfg))
+    # a source set to null or given sample_ratio 0 is left out (its folder is not even looked at)
+    kept = build_datasets(OmegaConf.create({"dermnet": {"storage": str(prepared / "dermnet")}, "skin_notes": None,
+                                            "w": {"builder": "webdataset", "shards": "/nowhere", "sample_ratio": 0}}))
+    assert [name for name, _, _ in kept] == ["dermnet"]
 
 
 def test_malformed_annotations_name_the_record(synthetic, tmp_path):

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from skingpt4.common.config import ConfigError
-from skingpt4.common.images import REASONS, ImageError, load_image
+from skingpt4.common.images import DEFAULT_MAX_BYTES, REASONS, ImageError, load_image
 from skingpt4.processors import build_processor
 from skingpt4.processors.image import CLIP_MEAN, CLIP_STD
 
@@ -114,6 +114,7 @@ def test_reasons(tmp_path):
         "truncated": good_jpeg[: len(good_jpeg) // 2],
         "unreadable": b"\x89PNG\r\n\x1a\n" + b"\0" * 40,
         "too_large": png_header_only(30000, 30000),  # 900 MP: over Pillow's own hard limit too
+        "not_a_file": tmp_path,
     }
     (tmp_path / "zero.jpg").write_bytes(b"")
     cases_from_files = {"empty": tmp_path / "zero.jpg"}
@@ -131,6 +132,66 @@ def test_max_pixels_is_configurable():
         load_image(data, max_pixels=999_999)
     assert load_image(data, max_pixels=1_000_000).size == (1000, 1000)
     assert load_image(data, max_pixels=None).size == (1000, 1000)
+
+
+# ---------------------------------------------------------------- what is never read: not a file, too many bytes
+def test_only_regular_files_are_read_and_a_fifo_does_not_hang(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)  # no writer: a plain open() for reading would block forever
+    (tmp_path / "folder.jpg").mkdir()
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "gone.jpg")
+    cases = {fifo: ("not_a_file", f"not_a_file: '{fifo}' is a FIFO (named pipe), not a regular image file"),
+             tmp_path / "folder.jpg": ("not_a_file", f"not_a_file: '{tmp_path / 'folder.jpg'}' is a directory, not a "
+                                                     "regular image file"),
+             "/dev/zero": ("not_a_file", "not_a_file: '/dev/zero' is a character device, not a regular image file"),
+             tmp_path / "dangling.jpg": ("missing", f"missing: no such file '{tmp_path / 'dangling.jpg'}' "
+                                                    "(a dangling symbolic link)")}
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(
+        {src: _refusal(src) for src in cases}), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    assert not worker.is_alive(), "load_image hung on a FIFO"
+    assert results == cases
+
+
+def _refusal(src):
+    with pytest.raises(ImageError) as info:
+        load_image(src)
+    return info.value.reason, str(info.value)
+
+
+def test_file_size_cap_is_checked_before_reading(tmp_path, monkeypatch):
+    import os
+
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as f:  # a sparse 3 GB file: reading it whole would need 3 GB of memory
+        f.truncate(3 * 2**30)
+    with monkeypatch.context() as patch:  # refused from fstat: the file is never opened for reading
+        patch.setattr(os, "fdopen", lambda *a, **k: pytest.fail("the file was read"))
+        with pytest.raises(ImageError, match=rf"^too_large: '{huge}' has {3 * 2**30} bytes, more than the file-size "
+                                             rf"limit of {DEFAULT_MAX_BYTES}$"):
+            load_image(huge)
+    data = encode(Image.fromarray(pattern()), "PNG")
+    for src in (data, io.BytesIO(data)):
+        with pytest.raises(ImageError) as info:
+            load_image(src, max_bytes=len(data) - 1)
+        assert info.value.reason == "too_large" and "file-size limit" in str(info.value)
+        load_image(io.BytesIO(data) if not isinstance(src, bytes) else data, max_bytes=len(data))
+    (tmp_path / "ok.png").write_bytes(data)
+    assert load_image(tmp_path / "ok.png", max_bytes=len(data)).size == (40, 24)
+    with pytest.raises(ImageError, match="too_large"):
+        load_image(tmp_path / "ok.png", max_bytes=len(data) - 1)
+    assert os.path.getsize(huge) == 3 * 2**30
+
+
+@pytest.mark.parametrize("key,value", [("max_pixels", -5), ("max_pixels", 0), ("max_bytes", -1), ("max_bytes", 1.5)])
+def test_limits_must_be_positive_whole_numbers(key, value):
+    with pytest.raises(ValueError, match=rf"^{key} must be a whole number >= 1 or None \(no limit\), got {value}$"):
+        load_image(encode(Image.new("RGB", (4, 4)), "PNG"), **{key: value})
 
 
 def test_image_error_survives_pickling():

@@ -308,7 +308,8 @@ def test_shards_round_trip_and_are_byte_identical(raw, tmp_path):
     prepare_dermnet(raw / "dermnet", "test", tmp_path / "prep", **QUIET)
     index = write_shards(tmp_path / "prep", tmp_path / "s1", maxcount=10)
     write_shards(tmp_path / "prep", tmp_path / "s2", maxcount=10)
-    assert index == {"shards": [f"shard-{i:06d}.tar" for i in range(7)], "count": 16 * 4, "maxcount": 10}
+    assert index == {"shards": [f"shard-{i:06d}.tar" for i in range(7)], "count": 16 * 4, "maxcount": 10,
+                     "skipped": {}}
     assert tree_bytes(tmp_path / "s1") == tree_bytes(tmp_path / "s2")
     samples = {}
     for shard in index["shards"]:

@@ -14,6 +14,7 @@ from skingpt4.runners import build_run_config
 
 FOLDER = Path(__file__).resolve().parents[1] / "train_configs"
 RECIPES = ("step1", "step2", "tiny_step1", "tiny_step2",     # the runnable configs
+           "step2_public", "tiny_step2_public",              # step 2 without the private notes, with validation
            "step2_lora", "step2_qlora", "step2_fsdp", "tiny_step2_lora",  # LoRA, QLoRA, sharded (docs/scaling.md)
            "step1_fast", "step2_fast",                       # the cached-feature fast path (docs/performance.md)
            "main_job_step1", "main_job_step2")               # the main job (scripts/main_job.sh)
@@ -33,9 +34,12 @@ def test_config_passes_every_schema(name, variant):
     build_run_config(cfg.run)
     model = model_config(cfg.model)
     assert model.variant == (variant or ("tiny" if name.startswith(("tiny", "main_job")) else "llama2_13b_chat"))
-    for block_name, block in cfg.datasets.items():
-        builder = registry.datasets.get(block.get("builder") or block_name)
-        apply_schema(block, builder.Config, where=f"datasets.{block_name}")
+    for section in ("datasets", "validation"):
+        for block_name, block in (cfg.get(section) or {}).items():
+            if block is None:  # a source the config leaves out
+                continue
+            builder = registry.datasets.get(block.get("builder") or block_name)
+            apply_schema(block, builder.Config, where=f"{section}.{block_name}")
 
 
 @pytest.mark.parametrize("variant", REAL_VARIANTS)
@@ -85,3 +89,20 @@ def test_fast_path_is_the_paper_recipe_with_the_speed_settings(step):
                                                                         if k not in speed}
     if step == "step2":
         assert fast.model.ckpt == "output/llama2_13b_chat_step1_fast/checkpoint_last.pth"
+
+
+def test_the_public_step2_config_is_step2_without_notes_and_with_validation():
+    public, step2 = load_config(FOLDER / "step2_public.yaml"), load_config(FOLDER / "step2.yaml")
+    assert public.datasets.skin_notes is None and public.datasets.dermnet == step2.datasets.dermnet
+    assert public.validation.dermnet_val.storage == "data/prepared/dermnet_val"
+    assert public.model.ckpt == step2.model.ckpt  # from the step-1 projection, as step 2
+    assert OmegaConf.to_container(public.run) == {**OmegaConf.to_container(step2.run),
+                                                  "output_dir": "output/llama2_13b_chat_step2_public"}
+
+
+def test_device_auto_is_the_default_of_the_full_configs():
+    from skingpt4.runners.config import RunConfig
+
+    assert RunConfig().device == "auto"
+    for name in ("step1", "step2", "step2_public"):
+        assert build_run_config(load_config(FOLDER / f"{name}.yaml").run).device == "auto"

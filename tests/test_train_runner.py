@@ -106,8 +106,8 @@ def test_loss_falls_and_only_trainable_parameters_change(tmp_path):
     assert {"optimizer", "lr_scheduler", "scaler", "rng"} <= set(payload)
     assert (tmp_path / "run" / "loss_curve.png").stat().st_size > 1000
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "checkpoint_0.pth", "checkpoint_1.pth", "checkpoint_last.pth", "config.yaml", "loss_curve.png",
-        "metrics.jsonl"]
+        "checkpoint_0.pth", "checkpoint_1.pth", "checkpoint_last.pth", "config.yaml", "loss_curve.json",
+        "loss_curve.png", "metrics.jsonl"]
 
 
 def test_runs_are_reproducible(tmp_path):

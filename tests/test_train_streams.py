@@ -162,8 +162,8 @@ def test_resuming_a_stream_with_other_workers_warns(shard_config, tmp_path, capl
     assert load_checkpoint(stopped.checkpoint)["stream_readers"] == 2
     with caplog.at_level("WARNING", logger="skingpt4.train"):
         resumed, _ = train(shard_config, tmp_path / "run", num_workers=0, resume_ckpt_path=str(stopped.checkpoint),
-                           iters_per_epoch=2)
-    assert resumed.status == "finished"
+                           stop_after_iters=2)
+    assert resumed.status == "stopped" and resumed.step == 2
     assert ("resuming with 1 stream readers (processes x DataLoader workers), the checkpoint was written with 2: "
             "the webdataset sources are read in another order than the interrupted run's") in caplog.text
 
@@ -190,6 +190,19 @@ def truncate(folder: Path, count: int) -> list[str]:
     return [p.stem for p in cut]
 
 
+def shards_as_is(folder: Path, out: Path, maxcount: int) -> None:
+    """Shards holding the folder's image bytes unchecked (write_shards would skip the damaged ones): damaged
+    samples inside shards, as a copy gone wrong or another tool may leave them."""
+    import webdataset as wds
+
+    out.mkdir(parents=True)
+    records = json.loads((folder / "filter_cap.json").read_text())["annotations"]
+    with wds.ShardWriter(str(out / "shard-%06d.tar"), maxcount=maxcount, verbose=0) as sink:
+        for record in sorted(records, key=lambda r: r["image_id"]):
+            sink.write({"__key__": record["image_id"], "jpg": (folder / "image" / f"{record['image_id']}.jpg").read_bytes(),
+                        "json": record})
+
+
 @pytest.mark.parametrize("kind", ["folder", "shards"])
 def test_skipped_images_are_reported_by_reason(kind, train_data, tiny_assets, tmp_path, caplog):
     folder = tmp_path / "skincon"
@@ -198,7 +211,7 @@ def test_skipped_images_are_reported_by_reason(kind, train_data, tiny_assets, tm
     if kind == "folder":
         block = {"builder": "image_text_pairs", "storage": str(folder)}
     else:
-        write_shards(folder, tmp_path / "shards", maxcount=2)
+        shards_as_is(folder, tmp_path / "shards", maxcount=2)
         block = shard_block(tmp_path / "shards")
     cfg = load_config(STEP1)  # merged over its base layers
     cfg.datasets = {"skincon": block}

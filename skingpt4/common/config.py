@@ -1,10 +1,11 @@
 """YAML configuration: load `--cfg-path`, apply `--options key=value`, check every section against a
 schema (a dataclass) so that a typo is an error naming the key and the valid ones, never ignored.
 
-A config has up to four top-level sections:
+A config has up to five top-level sections:
   model:    built by `skingpt4.models.build_model`; its `variant` picks a variant YAML
             (skingpt4/models/variants/) that is merged *under* the user's block (the user's values win).
   datasets: one block per registered dataset builder name.
+  validation: (training) blocks like those of `datasets`, read each epoch for a validation loss.
   run:      the schedule and optimisation settings (training) or decoding (chat).
   evaluation: settings of the evaluation tasks.
 and optionally `base: other.yaml` or `base: [a.yaml, b.yaml]` (paths relative to this file): those configs are
@@ -24,7 +25,7 @@ from typing import Any, Callable, Iterable, Optional, Type
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-TOP_LEVEL_SECTIONS = ("model", "datasets", "run", "evaluation")
+TOP_LEVEL_SECTIONS = ("model", "datasets", "validation", "run", "evaluation")
 BASE_KEY = "base"
 
 

@@ -3,10 +3,13 @@
 Every failure is an `ImageError` with a short, stable `.reason` that callers count and report
 (preparation skips and tallies them; training skips the sample and counts it; the demo shows a message):
 
-  missing       the path does not exist
+  missing       the path does not exist (a dangling symbolic link included)
+  not_a_file    the path is a directory, FIFO, socket or device, not a regular file (never opened for reading,
+                so a FIFO named .jpg cannot hang the caller)
   empty         zero bytes
   not_an_image  Pillow does not recognise the format
-  too_large     more pixels than `max_pixels` (decompression-bomb guard), checked before decoding
+  too_large     more bytes than `max_bytes` (checked before reading: a 3 GB file is never read into memory) or
+                more pixels than `max_pixels` (decompression-bomb guard, checked from the header before decoding)
   truncated     the file ends early
   unreadable    any other decoding error
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -26,10 +30,13 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-REASONS = ("missing", "empty", "not_an_image", "too_large", "truncated", "unreadable")
+REASONS = ("missing", "not_a_file", "empty", "not_an_image", "too_large", "truncated", "unreadable")
 
 # 89.5 MP: Pillow's own warning threshold; a 12000x7000 dermatoscope scan still passes.
 DEFAULT_MAX_PIXELS = 89_478_485
+# 512 MiB: above an uncompressed 8-bit RGB TIFF at the pixel limit (89.5 MP x 3 bytes = 268 MB), far below what
+# would exhaust memory; a photo, even a dermatoscope scan, is tens of MB at most.
+DEFAULT_MAX_BYTES = 512 * 2**20
 
 # Pillow formats that are not pictures load_image can decode on its own: external programs (EPS/PS need
 # Ghostscript, WMF/EMF Windows), identification-only stubs (MPEG, IPTC) and scientific containers (BUFR, GRIB, HDF5).
@@ -64,18 +71,22 @@ class ImageError(ValueError):
         return (type(self), (self.reason, self.detail))
 
 
-def load_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> Image.Image:
+def load_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None,
+               max_bytes: int | None = DEFAULT_MAX_BYTES) -> Image.Image:
     """Decode `src` (path, bytes, binary file object or PIL image) into an RGB, EXIF-oriented image.
 
     max_pixels: refuse images with more pixels, before decoding them (None: no limit of ours; Pillow's own
-    hard limit, twice its MAX_IMAGE_PIXELS, still applies). name: how to call the image in messages
-    (defaults to the path, or "<bytes>").
+    hard limit, twice its MAX_IMAGE_PIXELS, still applies). max_bytes: refuse sources larger than this, before
+    reading them (None: no limit). name: how to call the image in messages (defaults to the path, or "<bytes>").
     """
+    for key, limit in (("max_pixels", max_pixels), ("max_bytes", max_bytes)):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"{key} must be a whole number >= 1 or None (no limit), got {limit!r}")
     if isinstance(src, Image.Image):
         img, name = src, name or "<PIL image>"
         _check_size(img, max_pixels, name)
     else:
-        fileobj, name = _open_source(src, name)
+        fileobj, name = _open_source(src, name, max_bytes)
         img = _decode(fileobj, max_pixels, name)
     try:
         img = ImageOps.exif_transpose(img)
@@ -84,24 +95,77 @@ def load_image(src: ImageSource, max_pixels: int | None = DEFAULT_MAX_PIXELS, na
     return to_rgb(img)
 
 
-def _open_source(src: ImageSource, name: str | None) -> tuple[BinaryIO, str]:
+def _open_source(src: ImageSource, name: str | None, max_bytes: int | None,
+                 from_reader: bool = False) -> tuple[BinaryIO, str]:
     if isinstance(src, (bytes, bytearray, memoryview)):
         name = name or "<bytes>"
-        if len(src) == 0:
+        size = memoryview(src).nbytes
+        if size == 0:
             raise ImageError("empty", f"{name} has 0 bytes")
+        _check_bytes(size, max_bytes, name, known=not from_reader)
         return io.BytesIO(bytes(src)), name
     if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        name = name or str(path)
-        if not path.is_file():
-            raise ImageError("missing", f"no such file '{name}'")
-        if path.stat().st_size == 0:
-            raise ImageError("empty", f"'{name}' has 0 bytes")
-        return io.BytesIO(path.read_bytes()), name
+        name = name or str(src)
+        return io.BytesIO(read_regular_file(src, max_bytes, name)), name
     if hasattr(src, "read"):
-        data = src.read()
-        return _open_source(data, name or getattr(src, "name", None) or "<file object>")
+        # One byte more than the cap: enough to know it is too large without reading all of it.
+        data = src.read() if max_bytes is None else src.read(max_bytes + 1)
+        return _open_source(data, name or getattr(src, "name", None) or "<file object>", max_bytes, True)
     raise TypeError(f"load_image takes a path, bytes, a binary file object or a PIL image, got {type(src).__name__}")
+
+
+def read_regular_file(path: Union[str, os.PathLike], max_bytes: int | None = DEFAULT_MAX_BYTES,
+                      name: str | None = None) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `max_bytes`, else an ImageError.
+
+    The file is opened non-blocking and checked with fstat on the open descriptor (not a stat of the name
+    before opening, which a rename could outwit): opening a FIFO this way returns at once, and a FIFO,
+    directory, socket or device is refused before a single byte is read."""
+    name = name or str(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        detail = " (a dangling symbolic link)" if os.path.islink(path) else ""
+        raise ImageError("missing", f"no such file '{name}'{detail}") from None
+    except IsADirectoryError:  # Windows; POSIX opens a directory and fstat says what it is
+        raise ImageError("not_a_file", f"'{name}' is a directory, not an image file") from None
+    except OSError as err:
+        raise ImageError("unreadable", f"'{name}': {err.strerror or err}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError("not_a_file", f"'{name}' is {_file_kind(info.st_mode)}, not a regular image file")
+        if info.st_size == 0:
+            raise ImageError("empty", f"'{name}' has 0 bytes")
+        _check_bytes(info.st_size, max_bytes, name)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            # Bounded even if the file grows after fstat.
+            data = handle.read() if max_bytes is None else handle.read(max_bytes + 1)
+    except OSError as err:
+        raise ImageError("unreadable", f"'{name}': {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+    _check_bytes(len(data), max_bytes, name, known=False)  # it grew after fstat
+    if not data:
+        raise ImageError("empty", f"'{name}' has 0 bytes")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _check_bytes(size: int, max_bytes: int | None, name: str, known: bool = True) -> None:
+    """known=False: `size` is what a read bounded at max_bytes + 1 returned, not the whole size."""
+    if max_bytes is not None and size > max_bytes:
+        raise ImageError("too_large", f"'{name}' has {size if known else 'more than ' + str(max_bytes)} bytes, "
+                                      f"more than the file-size limit of {max_bytes}")
 
 
 def _decode(fileobj: BinaryIO, max_pixels: int | None, name: str) -> Image.Image:

@@ -122,33 +122,46 @@ class WebDatasetBuilder:
             seed=cfg.seed)
 
 
-def build_datasets(datasets_cfg: Any) -> list[tuple[str, Any, float]]:
-    """cfg.datasets -> [(name, dataset, sample_ratio)], in the order of the config."""
+def used_blocks(datasets: Any) -> list[tuple[Any, Any]]:
+    """(name, block) of the sources a run reads. A block set to null (`datasets.skin_notes=null`) or with
+    `sample_ratio: 0` is left out: how a derived config or a command line drops a source of its base config."""
+    used = []
+    for name, block in (datasets or {}).items():
+        if block is None or (hasattr(block, "get") and block.get("sample_ratio") == 0):
+            continue
+        used.append((name, block))
+    return used
+
+
+def build_datasets(datasets_cfg: Any, section: str = "datasets") -> list[tuple[str, Any, float]]:
+    """cfg.datasets (or another `section` of the same form, e.g. `validation`) -> [(name, dataset, sample_ratio)],
+    in the order of the config."""
     if not datasets_cfg:
-        raise ConfigError("config section 'datasets' is empty; name at least one of: "
+        raise ConfigError(f"config section '{section}' is empty; name at least one of: "
                           + ", ".join(registry.datasets.names()))
     built = []
-    for name, block in datasets_cfg.items():
-        block = OmegaConf.create({}) if block is None else block
+    for name, block in used_blocks(datasets_cfg):
         builder_name = block.get("builder") or name
         try:
             builder = registry.datasets.get(builder_name)()
         except KeyError as err:
-            raise ConfigError(f"'datasets.{name}': {err.args[0]} (set 'builder:' when the block has another name)") from err
-        cfg = apply_schema(block, builder.Config, where=f"datasets.{name}")
+            raise ConfigError(f"'{section}.{name}': {err.args[0]} (set 'builder:' when the block has another name)") from err
+        cfg = apply_schema(block, builder.Config, where=f"{section}.{name}")
         if not cfg.sample_ratio > 0:
-            raise ConfigError(f"'datasets.{name}.sample_ratio' must be > 0, got {cfg.sample_ratio}")
+            raise ConfigError(f"'{section}.{name}.sample_ratio' must be > 0 (or 0 to leave the source out), got "
+                              f"{cfg.sample_ratio}")
+        if cfg.max_pixels is not None and not cfg.max_pixels >= 1:
+            raise ConfigError(f"'{section}.{name}.max_pixels' must be >= 1 or null (no limit), got {cfg.max_pixels}")
         built.append((str(name), builder.build(cfg, str(name)), float(cfg.sample_ratio)))
     return built
 
 
-def dataset_path_problems(datasets: Any) -> list[str]:
+def dataset_path_problems(datasets: Any, section: str = "datasets") -> list[str]:
     """Every bad path of a `datasets:` section, as each registered builder declares them (`paths`). An unknown
     builder is reported when the datasets are built, with the valid names."""
     problems = []
-    for name, block in (datasets or {}).items():
-        block = block or {}
+    for name, block in used_blocks(datasets):
         builder = block.get("builder") or name
         if builder in registry.datasets:
-            problems += config_path_problems(block, registry.datasets.get(builder)().paths, prefix=f"datasets.{name}.")
+            problems += config_path_problems(block, registry.datasets.get(builder)().paths, prefix=f"{section}.{name}.")
     return problems

@@ -81,7 +81,8 @@ class QuestionnaireSettings:
 @dataclass
 class EvaluationConfig:
     cases: Optional[str] = None              # folder of images, cases CSV, or prepared folder with filter_cap.json
-    limit: Optional[int] = None              # evaluate only the first N cases
+    limit: Optional[int] = None              # N cases in all, drawn stratified by class with `seed` (cases.py)
+    cases_per_class: Optional[int] = None    # N cases of every class, drawn with `seed` (paper: 10; consistency: 3)
     unplaced_dermnet_as: Optional[str] = "Others"  # class of Dermnet folders the paper does not place; null: drop
     label_from_diagnosis: bool = False       # unlabelled cases with a `diagnosis` get the class named in it
     class_file: Optional[str] = None         # default: skingpt4/common/classes.json (the one class table)

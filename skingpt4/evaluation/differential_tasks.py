@@ -74,7 +74,7 @@ def calibrate(ctx) -> dict:
         raise ConfigError("the calibration is written next to the projection checkpoint: set model.ckpt")
     source = require_path(ctx.ev.differential.validation_cases, VALIDATION_CASES.key, VALIDATION_CASES.what)
     cases, dropped = load_cases(source, ctx.extractor, ctx.ev.unplaced_dermnet_as, ctx.ev.limit,
-                                ctx.ev.label_from_diagnosis)
+                                ctx.ev.label_from_diagnosis, ctx.ev.cases_per_class, ctx.ev.seed)
     cases, scores, problems = score_cases(ctx, _labelled(ctx, cases, f"'{source}'"))
     problems = [{**d, "image": None} for d in dropped] + problems
     labels = _labels(cases, scorer(ctx).classes)

@@ -71,7 +71,7 @@ class EvalContext:
     def cases(self, limit: Optional[int] = None):
         source = require_path(self.ev.cases, "evaluation.cases", CASES_WHAT)
         cases, dropped = load_cases(source, self.extractor, self.ev.unplaced_dermnet_as, limit or self.ev.limit,
-                                    self.ev.label_from_diagnosis)
+                                    self.ev.label_from_diagnosis, self.ev.cases_per_class, self.ev.seed)
         return cases, [{**d, "image": None} for d in dropped]
 
     def sessions(self, cases, prompts: Sequence[str], decoding=None, runs: int = 1, batch_size=None,

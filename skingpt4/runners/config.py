@@ -59,7 +59,7 @@ class RunConfig:
     log_freq: int = 10                  # steps between metric records
     save_freq: int = 0                  # steps between checkpoint_last.pth saves (0: end of each epoch only)
     progress_bar: bool = True
-    tensorboard: bool = True            # when the tensorboard package is installed
+    tensorboard: bool = False           # also TensorBoard scalars; needs the optional extra (.[tensorboard])
     stop_after_iters: Optional[int] = None  # stop (saving a checkpoint) once this many steps are done
 
 

@@ -13,18 +13,21 @@ import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from skingpt4.common.config import ConfigError, config_path_problems, raise_path_problems, require_path, to_plain
-from skingpt4.prompting.prompt_files import draw_prompts, read_prompt_lines
+from skingpt4.prompting.prompt_files import PROMPT_FILE_WHAT, draw_prompts, read_prompt_lines
 from skingpt4.runners.config import RUN_PATHS, build_run_config
 from skingpt4.runners.data import Source, as_sources
 from skingpt4.runners.distributed import DistInfo, init_distributed, shutdown
-from skingpt4.runners.runner import LAST_CHECKPOINT, Runner, TrainResult, already_holds_a_run
+from skingpt4.runners.metrics import TENSORBOARD_MISSING, tensorboard_available
+from skingpt4.runners.validation import Validation
+from skingpt4.runners.runner import (LAST_CHECKPOINT, Runner, TrainingError, TrainResult, already_holds_a_run,
+                                     check_resume_schedule)
 
 log = logging.getLogger("skingpt4.train")
 
@@ -53,7 +56,9 @@ def check_config_paths(cfg: DictConfig) -> None:
     from skingpt4.models.build import model_path_problems
 
     raise_path_problems(model_path_problems(cfg.get("model"), START_CKPT_WHAT)
-                        + dataset_path_problems(cfg.get("datasets")) + config_path_problems(cfg, RUN_PATHS))
+                        + dataset_path_problems(cfg.get("datasets"))
+                        + dataset_path_problems(cfg.get("validation"), "validation")
+                        + config_path_problems(cfg, RUN_PATHS))
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -81,6 +86,38 @@ def check_output_dir(run_cfg: DictConfig) -> None:
         raise ConfigError(already_holds_a_run(output))
 
 
+def read_training_prompts(path) -> list[str]:
+    """run.prompt_path's lines; a file that is not UTF-8 text (a binary file named by mistake) is a ConfigError."""
+    try:
+        return read_prompt_lines(path)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"run.prompt_path '{path}' is not UTF-8 text ({err.reason} at byte {err.start}); it must be "
+                          f"{PROMPT_FILE_WHAT}") from None
+
+
+def check_finite_start(model: nn.Module, ckpt_path) -> None:
+    """NaN or infinite trainable weights (a broken model.ckpt) would make every loss nan: refused before step 1."""
+    for name, param in model.named_parameters():
+        if param.requires_grad and not bool(torch.isfinite(param.detach()).all()):
+            where = f"model.ckpt '{ckpt_path}'" if ckpt_path else "the model's initial weights"
+            raise ConfigError(f"{where}: the trainable weight '{name}' holds NaN or infinite values; start from a "
+                              "checkpoint with finite weights (or model.ckpt=null for a fresh projection)")
+
+
+def build_validation(section, run_cfg: DictConfig, collate) -> Optional[Validation]:
+    """The `validation:` datasets (blocks like those of `datasets:`; the image transform defaults to the eval
+    one, a plain resize, so the loss does not depend on random crops), or None without that section."""
+    from skingpt4.datasets import build_datasets
+
+    blocks = {name: block for name, block in (section or {}).items() if block is not None}
+    if not blocks:
+        return None
+    blocks = {name: OmegaConf.merge({"vis_processor": {"name": "blip2_image_eval"}}, block)
+              for name, block in blocks.items()}
+    sources = as_sources(build_datasets(OmegaConf.create(blocks), "validation"))
+    return Validation(sources, collate, run_cfg.batch_size_train, run_cfg.seed, run_cfg.num_workers)
+
+
 def setup(cfg: DictConfig) -> Runner:
     from skingpt4.datasets import build_datasets, collate
     from skingpt4.models.build import build_model
@@ -88,20 +125,30 @@ def setup(cfg: DictConfig) -> Runner:
 
     run_cfg = build_run_config(cfg.get("run"))
     check_output_dir(run_cfg)
+    if run_cfg.tensorboard and not tensorboard_available():
+        raise ConfigError(TENSORBOARD_MISSING)
     check_config_paths(cfg)
     check_config(cfg)
-    prompt_lines = read_prompt_lines(run_cfg.prompt_path)
+    if run_cfg.resume_ckpt_path:  # a resume into another step count is found before the model loads
+        from skingpt4.models.checkpoints import read_training_checkpoint
+
+        check_resume_schedule(read_training_checkpoint(run_cfg.resume_ckpt_path), run_cfg.resume_ckpt_path,
+                              run_cfg.max_epoch, run_cfg.iters_per_epoch)
+    prompt_lines = read_training_prompts(run_cfg.prompt_path)
     dist = init_distributed(run_cfg.device, run_cfg.dist_backend)
     logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING,
                         format=f"%(asctime)s [rank {dist.rank}] %(name)s: %(message)s", datefmt="%H:%M:%S")
     random.seed(run_cfg.seed)
     torch.manual_seed(run_cfg.seed)  # the projection's initialisation when no model.ckpt is given
     sources = as_sources(build_datasets(cfg.datasets))
+    validation = build_validation(cfg.get("validation"), run_cfg, collate)
     model = build_model(cfg.model, device=str(dist.device))
+    check_finite_start(model, cfg.model.get("ckpt"))
     if run_cfg.cache_frozen_features:
         sources = [Source(s.name, cache_queries(model, s, run_cfg.batch_size_train, dist), s.ratio) for s in sources]
     pack_tokens = run_cfg.pack_max_tokens if run_cfg.pack_sequences else 0
-    return Runner(run_cfg, TrainStep(prompt_lines, pack_tokens), collate, model, sources, to_plain(cfg), dist)
+    return Runner(run_cfg, TrainStep(prompt_lines, pack_tokens), collate, model, sources, to_plain(cfg), dist,
+                  validation)
 
 
 def run_training(cfg: DictConfig) -> tuple[TrainResult, nn.Module]:
@@ -113,4 +160,4 @@ def run_training(cfg: DictConfig) -> tuple[TrainResult, nn.Module]:
         shutdown()
 
 
-__all__ = ["DistInfo", "TrainStep", "check_config", "check_output_dir", "run_training", "setup"]
+__all__ = ["DistInfo", "TrainStep", "TrainingError", "check_config", "check_output_dir", "run_training", "setup"]

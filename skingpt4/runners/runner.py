@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import IterableDataset
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from skingpt4.common.config import ConfigError
 from skingpt4.common.precision import DTYPES, autocast
@@ -36,12 +37,22 @@ from skingpt4.models import checkpoints as ckpt
 from skingpt4.runners.data import Source, build_train_loader
 from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
-from skingpt4.runners.metrics import MetricsLog, plot_loss_curve
+from skingpt4.runners.metrics import MetricsLog
+from skingpt4.runners.validation import Validation
 from skingpt4.runners import sharding
 from skingpt4.runners.optim import build_optimizer, set_kernel
 
 log = logging.getLogger("skingpt4.train")
 LAST_CHECKPOINT = "checkpoint_last.pth"
+# A run stops with a TrainingError after this many steps in a row without one usable sample (every batch all
+# bad images): a dataset that is wholly unusable fails fast instead of "training" to loss nan. A mostly good
+# dataset does not trip it: 20 all-bad steps in a row are vanishingly rare unless (nearly) every image is bad.
+IDLE_STEPS_LIMIT = 20
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss, no usable sample): train.py prints it in one line, exit status 1.
+    The last checkpoint on disk is left as it was."""
 
 
 @dataclass
@@ -83,9 +94,11 @@ class _StopRequest:
 
 class Runner:
     def __init__(self, cfg: DictConfig, train_step: Callable[[nn.Module, dict], dict], collate: Callable,
-                 model: nn.Module, sources: Sequence[Source], config: dict, dist: DistInfo):
+                 model: nn.Module, sources: Sequence[Source], config: dict, dist: DistInfo,
+                 validation: Optional[Validation] = None):
         self.cfg, self.train_step, self.collate, self.model = cfg, train_step, collate, model
         self.sources, self.config, self.dist = sources, config, dist
+        self.validation = validation  # its loss is logged after every epoch
         self.output_dir = Path(cfg.output_dir).expanduser()
         self.total_steps = cfg.max_epoch * cfg.iters_per_epoch
         if cfg.precision == "fp16" and dist.device.type != "cuda":
@@ -123,6 +136,7 @@ class Runner:
             "config": self.config,
             "epoch": self.step // self.cfg.iters_per_epoch,  # epochs completed
             "step": self.step,
+            "schedule": {"max_epoch": self.cfg.max_epoch, "iters_per_epoch": self.cfg.iters_per_epoch},
             "global_batch_size": self.global_batch,
             "stream_readers": self.stream_readers,
             "log_window": log_window if log_window is not None else [[dict(r) for r in self.window.rows]],
@@ -132,6 +146,7 @@ class Runner:
 
     def resume(self, path: str) -> None:
         payload = ckpt.read_training_checkpoint(path)
+        check_resume_schedule(payload, path, self.cfg.max_epoch, self.cfg.iters_per_epoch)
         if payload.get("sharding", "none") != self.cfg.sharding:
             raise ConfigError(f"config key 'run.resume_ckpt_path': '{path}' was written with run.sharding="
                               f"{payload.get('sharding', 'none')}; resume it with the same setting")
@@ -226,13 +241,23 @@ class Runner:
         status, checkpoint = "finished", None
         window = self.window
         batches = iter(loader)
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.dist.is_main and cfg.progress_bar),
-                   desc="train", dynamic_ncols=True)
+        show_bar = self.dist.is_main and cfg.progress_bar
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not show_bar, desc="train", dynamic_ncols=True)
+        # While the bar runs, log lines go through tqdm.write: printed above the bar, never across it.
+        redirect = logging_redirect_tqdm() if show_bar else contextlib.nullcontext()
+        idle, first_step = 0, self.step
         try:
-            with _StopRequest() as stop:
+            with redirect, _StopRequest() as stop:
                 while self.step < stop_at:
-                    window.add(self._train_step(forward_model, batches))
+                    row = self._train_step(forward_model, batches)
+                    window.add(row)
                     self.step += 1
+                    idle = idle + 1 if row["skipped_batches"] == cfg.accum_grad_iters else 0
+                    if self.step % IDLE_STEPS_LIMIT == 0 or self.step == stop_at:  # a collective: at fixed steps
+                        # at the end, a shorter run that trained on nothing at all fails too
+                        limit = IDLE_STEPS_LIMIT if self.step < stop_at else min(IDLE_STEPS_LIMIT, self.step - first_step)
+                        if self._any_rank(idle >= limit):
+                            raise TrainingError(self._idle_message(idle))
                     bar.update(1)
                     bar.set_postfix(loss=f"{window.last_loss:.4f}", lr=f"{window.last_lr:.2e}",
                                     samples_s=f"{window.last_rate:.1f}")
@@ -240,6 +265,7 @@ class Runner:
                         self._log(window, metrics, partial=self.step % cfg.log_freq != 0
                                   and self.step != self.total_steps)
                     if self.step % cfg.iters_per_epoch == 0:
+                        self._validate(metrics)
                         checkpoint = self.save(f"checkpoint_{self.step // cfg.iters_per_epoch - 1}.pth")
                     if (self.step % cfg.iters_per_epoch == 0 or (cfg.save_freq and self.step % cfg.save_freq == 0)
                             or self.step == stop_at):
@@ -265,7 +291,7 @@ class Runner:
         if metrics is not None:
             log.info("skipped images: %s", format_bad_samples(self.bad_samples()) or "none")
             metrics.close()
-            curve = plot_loss_curve(metrics.path, self.output_dir / "loss_curve.png")
+            curve = metrics.update_curve(draw_png=True)
         barrier(self.dist)
         return TrainResult(status, self.step, self.output_dir, checkpoint, window.logged_loss, curve)
 
@@ -291,7 +317,7 @@ class Runner:
                     continue  # nothing to learn from; other processes need no lock-step
                 batch, weight = self._last_batch, 0.0  # keep DDP's collectives in step; contributes zero
                 if batch is None:
-                    raise RuntimeError("the first batch of this process had only bad images; check the dataset")
+                    raise TrainingError("the first batch of this process had only bad images; check the dataset")
             else:
                 batch, weight = to_device(batch, device), 1.0
                 self._last_batch = batch
@@ -302,8 +328,9 @@ class Runner:
             with no_sync, mixed_precision:
                 loss = self.train_step(forward_model, batch)["loss"]
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss is {loss.item()} at step {self.step}; lower run.init_lr or "
-                                             "use run.precision=bf16/fp32")
+                    raise TrainingError(f"the loss is {loss.item()} at step {self.step + 1}: training diverged or "
+                                        "the weights are broken; lower run.init_lr, set run.max_grad_norm, or use "
+                                        "run.precision=bf16/fp32 (the last checkpoint on disk is kept)")
                 self.scaler.scale(loss * weight / cfg.accum_grad_iters).backward()
             did_backward = True
             if weight:
@@ -338,16 +365,58 @@ class Runner:
         window.logged_loss = loss
         if metrics is not None:
             metrics.write(record)
+            metrics.update_curve()
             skipped = format_bad_samples(record["bad_samples"])
             log.info("step %d/%d loss %.4f lr %.3g grad_norm %.3g %.1f samples/s%s", self.step, self.total_steps,
                      loss, record["lr"], record["grad_norm"], record["samples_per_s"],
                      f"; skipped images: {skipped}" if skipped else "")
+
+    def _validate(self, metrics: Optional[MetricsLog]) -> None:
+        """The validation loss after an epoch (every rank runs it: see runners/validation.py), logged by rank 0."""
+        if self.validation is None:
+            return
+        started = time.perf_counter()
+        result = self.validation.run(self.model, self.train_step, self.dist.device, self.cfg.precision)
+        record = {"step": self.step, "epoch": self.step // self.cfg.iters_per_epoch, **result,
+                  "val_time": time.perf_counter() - started}
+        if metrics is not None:
+            metrics.write(record, group="validation")
+            metrics.update_curve(draw_png=True)
+            log.info("epoch %d validation loss %.4f over %d items (%s) in %.1f s", record["epoch"], result["val_loss"],
+                     result["val_items"], ", ".join(f"{k} {v:.4f}" for k, v in result["val_loss_by_source"].items()),
+                     record["val_time"])
+
+    def _idle_message(self, idle: int) -> str:
+        skipped = format_bad_samples(self.bad_samples()) or "none counted"
+        return (f"no usable training sample in {idle} steps in a row (up to step {self.step}): every batch held only "
+                f"bad images (skipped images: {skipped}); check the datasets (data_prep/check_notes.py lists bad "
+                "images) and their max_pixels")
 
     def bad_samples(self) -> dict[str, dict[str, int]]:
         """{dataset: {reason: count}} of the samples this process and its DataLoader workers skipped so far
         (read-ahead included), for the datasets that count them."""
         return {s.name: s.dataset.bad.counts() for s in self.sources
                 if isinstance(getattr(s.dataset, "bad", None), BadSampleCounter)}
+
+
+def check_resume_schedule(payload: dict, path: str, max_epoch: int, iters_per_epoch: int) -> None:
+    """A checkpoint continues only the schedule it was written by: the LR schedule, the data plan and the
+    epoch checkpoints all follow max_epoch x iters_per_epoch, so another step count is refused, naming both."""
+    step = int(payload.get("step", 0))
+    schedule = payload.get("schedule")  # absent from checkpoints written before it was recorded
+    if isinstance(schedule, dict) and {"max_epoch", "iters_per_epoch"} <= set(schedule):
+        epochs, iters = int(schedule["max_epoch"]), int(schedule["iters_per_epoch"])
+    elif step > max_epoch * iters_per_epoch:
+        epochs, iters = "?", "?"
+    else:
+        return
+    if (epochs, iters) != (max_epoch, iters_per_epoch) or step > max_epoch * iters_per_epoch:
+        total = epochs * iters if isinstance(epochs, int) else "?"
+        raise ConfigError(
+            f"config key 'run.resume_ckpt_path': '{path}' is step {step} of a run of {total} steps "
+            f"({epochs} epochs x {iters} iterations), but this config trains {max_epoch * iters_per_epoch} steps "
+            f"({max_epoch} x {iters_per_epoch}); resume with run.max_epoch={epochs} "
+            f"run.iters_per_epoch={iters}, or start a new run from its weights with model.ckpt={path}")
 
 
 def already_holds_a_run(output_dir: Path) -> str:
