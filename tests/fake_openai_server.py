@@ -29,6 +29,7 @@ class FakePromptEmbedsServer:
 
         info = json.loads((export_dir / "skingpt4_export.json").read_text())
         self.name = name or info["served_model_name"]
+        self.export_dir = export_dir
         llm_dir = export_dir / info["llm_dir"]
         self.model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
