@@ -212,3 +212,19 @@ def test_export_writes_what_vllm_reads(exports):
     other = json.loads((exports / "llama2_chat" / "skingpt4_export.json").read_text())
     assert other["served_model_name"] != info["served_model_name"]  # another template: another served model
     assert "--enable-prompt-embeds" in info["serve_command"] and info["model"]["variant"] == "tiny"
+
+
+def test_demo_engine_builder_hook(served, capsys):
+    """The demo's --server option builds the served engine through its loader; the page names the export's model."""
+    from skingpt4.chat.build import ChatRunConfig
+    from skingpt4.chat.remote_engine import build_remote_engine
+    from skingpt4.demo.launch import main as demo_main
+    from skingpt4.demo.loading import ModelLoader
+
+    fake, url = served
+    loader = ModelLoader(lambda: build_remote_engine(url, fake.export_dir, ChatRunConfig()))
+    loader._load()
+    assert loader.error is None and isinstance(loader.engine, RemoteChatEngine)
+    assert loader.model_line.startswith("Model: tiny") and "projection" in loader.model_line
+    assert demo_main(["--cfg-path", CFG, "--server", url]) == 2
+    assert "go together" in capsys.readouterr().err

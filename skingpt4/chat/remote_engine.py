@@ -28,6 +28,8 @@ from skingpt4.chat.http_client import ServerAddress, ServerError, StrictClient, 
 from skingpt4.common.config import ConfigError
 
 log = logging.getLogger("skingpt4.chat")
+IDENTITY_KEYS = ("variant", "llm_model", "chat_template", "checkpoint", "checkpoint_name", "checkpoint_sha256",
+                 "model_config_sha256", "projection_sha256", "synthetic")
 START_HINT = "start it with the serve_command of the export's skingpt4_export.json (docs/scaling.md)"
 
 
@@ -100,7 +102,16 @@ def load_client_model(directory: str | Path, device: Optional[str] = None):
     llm.to(model.device, model.llm_dtype)
     model.place()
     check_finite(model)
+    identity = info["model"]  # what the export recorded (its checkpoint need not be on this machine)
+    model.exported_identity = {key: identity.get(key) for key in IDENTITY_KEYS}
     return model, info
+
+
+def build_remote_engine(server: str, export_dir: str | Path, run, device: Optional[str] = None,
+                        timeout: float = 600.0) -> "RemoteChatEngine":
+    """The demo's engine builder for `--server`: the chat run settings of its config, the served LLM."""
+    return RemoteChatEngine.from_export(export_dir, server, device=device or "cpu", timeout=timeout,
+                                        max_question_chars=run.max_question_chars)
 
 
 def encode_prompt_embeds(embeds: torch.Tensor) -> str:

@@ -17,8 +17,6 @@ from skingpt4.common.config import ConfigError
 SERVED_TASKS = ("clinical", "metrics")
 DIFFERENTIAL_NOT_SERVED = ("not served: the differential needs prompt logprobs of each class's answer, which vLLM "
                            "does not return for prompt embeddings; run this task locally for it")
-IDENTITY_KEYS = ("variant", "llm_model", "chat_template", "checkpoint", "checkpoint_name", "checkpoint_sha256",
-                 "model_config_sha256", "projection_sha256", "synthetic")
 
 
 def check_served_task(task: str) -> None:
@@ -34,7 +32,9 @@ def served_engine(server: str, export_dir: str | Path, concurrency: int, timeout
 
     engine = RemoteChatEngine.from_export(export_dir, server, device=device, timeout=timeout,
                                           concurrency=concurrency)
-    identity = {key: engine.identity.get(key) for key in IDENTITY_KEYS}
+    from skingpt4.models.identity import model_identity
+
+    identity = model_identity(engine.model)  # the export's record of the model (remote_engine.load_client_model)
     identity.update(server=engine.address.url, served_model=engine.served_model)
     engine.served_identity = lambda: dict(identity)
     return engine
