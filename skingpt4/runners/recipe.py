@@ -65,6 +65,31 @@ def check_config(cfg: DictConfig) -> None:
         require_path(model_cfg.ckpt, "model.ckpt", START_CKPT_WHAT, "file")
     if not cfg.get("datasets"):
         raise ConfigError("the config has no 'datasets' section: name at least one dataset builder to train on")
+    run_cfg = cfg.get("run") or {}
+    quantization = model_cfg.get("llm_quantization", "none")
+    if run_cfg.get("sharding", "none") == "fsdp" and quantization not in (None, "none"):
+        raise ConfigError(f"run.sharding=fsdp with model.llm_quantization={quantization}: FSDP shards plain weights, "
+                          "not bitsandbytes' 4/8-bit ones; use llm_quantization: none (sharded) or run.sharding: none "
+                          "(QLoRA on one GPU per process)")
+    check_accelerate_launch(run_cfg.get("sharding", "none"))
+
+
+# what `accelerate launch --config_file ...` puts into the environment when its config asks for FSDP or DeepSpeed
+ACCELERATE_PLUGINS = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def check_accelerate_launch(sharding: str, environ=None) -> None:
+    """Refuse an accelerate FSDP / DeepSpeed config instead of silently ignoring it: the runner does not hand the
+    model to accelerate; it shards with its own FSDP2 units (`run.sharding: fsdp`, docs/scaling.md)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    for variable, plugin in ACCELERATE_PLUGINS.items():
+        if str(environ.get(variable, "")).lower() in ("1", "true", "yes"):
+            hint = ("run.sharding: fsdp is already set and shards with this project's FSDP2 units"
+                    if sharding == "fsdp" else "set run.sharding: fsdp for sharded training")
+            raise ConfigError(f"accelerate launch was given a {plugin} config ({variable}=true), which this trainer "
+                              f"does not read: launch with a plain accelerate config (or torchrun); {hint}")
 
 
 def check_output_dir(run_cfg: DictConfig) -> None:
@@ -97,7 +122,9 @@ def setup(cfg: DictConfig) -> Runner:
     random.seed(run_cfg.seed)
     torch.manual_seed(run_cfg.seed)  # the projection's initialisation when no model.ckpt is given
     sources = as_sources(build_datasets(cfg.datasets))
-    model = build_model(cfg.model, device=str(dist.device))
+    # sharded: the LLM is built on the meta device, and each process reads only its shards (runners/sharding.py)
+    sharded = run_cfg.sharding == "fsdp" and dist.distributed
+    model = build_model(cfg.model, device=str(dist.device), llm_on_meta=sharded)
     if run_cfg.cache_frozen_features:
         sources = [Source(s.name, cache_queries(model, s, run_cfg.batch_size_train, dist), s.ratio) for s in sources]
     pack_tokens = run_cfg.pack_max_tokens if run_cfg.pack_sequences else 0
