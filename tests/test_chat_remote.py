@@ -228,3 +228,13 @@ def test_demo_engine_builder_hook(served, capsys):
     assert loader.model_line.startswith("Model: tiny") and "projection" in loader.model_line
     assert demo_main(["--cfg-path", CFG, "--server", url]) == 2
     assert "go together" in capsys.readouterr().err
+
+
+def test_bench_serve_measures_the_served_path(served):
+    from benchmarks.bench_serve import measure
+
+    fake, url = served
+    engine = RemoteChatEngine.from_export(fake.export_dir, url, concurrency=3)
+    row = measure(engine, conversations=3, concurrency=3, turns=2, max_new_tokens=4)
+    assert row["answers"] == 6 and 0 < row["generated_tokens"] <= 24
+    assert 0 < row["latency_p50_s"] <= row["latency_p95_s"] and row["ttft_p50_s"] > 0 and row["answers_per_s"] > 0
