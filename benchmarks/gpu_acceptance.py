@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import gc
-import importlib.util
 import json
 import os
 import re
@@ -51,7 +50,7 @@ SECTIONS = ("ceilings", "encode", "vit_precision", "chat", "train", "static", "o
 SEED = 0  # the random LLM is made right after seeding, so a remade one has the same weights (same tokens)
 # Rough seconds per section on one H100/H200 (full) and on a 2-core CPU (small), for --budget-s.
 COST = {"full": {"ceilings": 5, "encode": 15, "vit_precision": 15, "chat": 30, "train": 60, "static": 30,
-                 "optimizer": 5, "4bit": 60, "8bit": 70, "compiled": 130, "vllm": 5},
+                 "optimizer": 5, "4bit": 60, "8bit": 70, "compiled": 130, "vllm": 300},
         "small": {"ceilings": 0, "encode": 2, "vit_precision": 2, "chat": 6, "train": 15, "static": 6,
                   "optimizer": 1, "compiled": 40, "8bit": 0, "4bit": 0, "vllm": 0}}
 CONFIGS = {"full": ("eval_configs/skingpt4_llama2_13bchat.yaml", "train_configs/paper_schedule.yaml"),
@@ -283,11 +282,67 @@ def main(argv=None) -> dict:
         return go
 
     def vllm_section():
-        missing = [what for what, ok in (("vllm", importlib.util.find_spec("vllm")),
-                                         ("skingpt4.export", importlib.util.find_spec("skingpt4.export")))
-                   if ok is None]
-        run.skip("vllm", f"not available here: {', '.join(missing)} (the export + vLLM figures need both)"
-                 if missing else "export and vLLM found: their figures come from their own benchmark")
+        """The exact serving path on a real vLLM (its own environment: SKINGPT4_VLLM or `vllm` on PATH): this
+        model exported with --target vllm, `vllm serve DIR/llm --enable-prompt-embeds`, then bench_serve's load
+        (throughput, p50/p95 latency, TTFT) and the share of greedy tokens equal to the local engine's."""
+        import shutil
+
+        vllm = os.environ.get("SKINGPT4_VLLM") or shutil.which("vllm")
+        if device.type != "cuda" or not vllm:
+            run.skip("vllm", "needs a CUDA GPU and vLLM in its own environment (SKINGPT4_VLLM=.venv-vllm/bin/vllm): "
+                     + ", ".join(w for w, ok in (("no CUDA", device.type == "cuda"), ("no vllm", vllm)) if not ok))
+            return
+        from benchmarks.bench_serve import measure
+        from skingpt4.chat import ChatEngine, DecodingConfig
+        from skingpt4.chat.http_client import ServerAddress, ServerError, StrictClient
+        from skingpt4.chat.remote_engine import RemoteChatEngine
+        from skingpt4.export.vllm import export_vllm
+        from skingpt4.prompting.clinical import CLINICAL_PROMPTS
+
+        with tempfile.TemporaryDirectory() as tmp:
+            export = Path(tmp) / "export"
+            export_vllm(model, export)
+            info = json.loads((export / "skingpt4_export.json").read_text())
+            port, log_path = "8791", Path(tmp) / "vllm.log"
+            command = [vllm, *info["serve_command"][1:], "--port", port, "--gpu-memory-utilization", "0.45",
+                       "--max-model-len", "2048"]
+            with open(log_path, "w") as log_file:
+                server = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                          env={**os.environ, "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"})
+            url = f"http://127.0.0.1:{port}/v1"
+            try:
+                started = time.time()
+                while True:
+                    if server.poll() is not None:
+                        raise RuntimeError("vllm serve exited: " + " ".join(log_path.read_text().split()[-60:]))
+                    try:
+                        StrictClient(ServerAddress.parse(url), timeout=2).get("/models")
+                        break
+                    except ServerError:
+                        if time.time() - started > 600:
+                            raise RuntimeError("vllm serve did not come up within 600 s")
+                        time.sleep(2)
+                engine = RemoteChatEngine.from_export(export, url, device=str(device), concurrency=32)
+                greedy = DecodingConfig(do_sample=False, max_new_tokens=32)
+                local, remote = ChatEngine(model), engine
+                image = torch.rand(3, model.cfg.vision.image_size, model.cfg.vision.image_size)
+                lc, rc = local.new_conversation(image), remote.new_conversation(image)
+                agree = total = 0
+                for question in CLINICAL_PROMPTS[:2]:
+                    local.ask(lc, question, greedy)
+                    remote.ask(rc, question, greedy)
+                    a, b = lc.last_turn.reply_ids, rc.last_turn.reply_ids
+                    agree += sum(x == y for x, y in zip(a, b))
+                    total += max(len(a), len(b))
+                res["vllm"] = {"startup_s": round(time.time() - started, 1), "served_model": info["served_model_name"],
+                               "greedy_tokens_equal_local": f"{agree}/{total}",
+                               "load": measure(engine, conversations=64, concurrency=32, turns=2, max_new_tokens=64)}
+            finally:
+                server.terminate()
+                try:
+                    server.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    server.kill()
 
     run.section("ceilings", ceilings)
     run.section("encode", lambda: res.__setitem__("encode", encode.measure_encode(model, ints(args.encode_batches),
@@ -341,6 +396,13 @@ def report_lines(res: dict) -> list[str]:
     for key in ("tokens_identical", "first_difference", "quantized_weight_bytes", "skipped", "errors"):
         if res.get(key):
             out.append(f"{key}: {res[key]}")
+    served = res.get("vllm", {})
+    if "load" in served:
+        load = served["load"]
+        out.append(f"vLLM (prompt embeddings): {load['answers_per_s']:.2f} answers/s, {load['tokens_per_s']:.0f} tok/s at "
+                   f"{load['concurrency']} in flight; latency p50 {load['latency_p50_s']:.2f} s, p95 "
+                   f"{load['latency_p95_s']:.2f} s; TTFT p50 {load['ttft_p50_s']:.2f} s; greedy tokens equal to local "
+                   f"{served['greedy_tokens_equal_local']}")
     return out
 
 

@@ -1,75 +1,94 @@
-"""A stand-in for vLLM's OpenAI-compatible server, for CPU tests: the same endpoints (`GET /v1/models`,
-`POST /v1/chat/completions`) and answer fields, served by transformers' Blip2ForConditionalGeneration from an
-exported directory with vLLM's BLIP-2 prompt placement: the exported chat template renders the messages, and the
-processor puts the 32 `<image>` tokens before the text (docs/scaling.md, "What vLLM serves")."""
+"""Stand-ins for vLLM's OpenAI-compatible server, for CPU tests.
+
+`FakePromptEmbedsServer`: what `vllm serve DIR/llm --enable-prompt-embeds --served-model-name NAME` answers, from
+a `--target vllm` export: `GET /v1/models`, and `POST /v1/completions` with `prompt_embeds` (base64 of
+`torch.save(tensor [T, H])`, read back with `torch.load(weights_only=True)` as vLLM does) run by transformers'
+AutoModelForCausalLM from DIR/llm: greedy or seeded sampling, `max_tokens`, EOS, `stop` strings (the text cut
+before the stop string, the token ids kept, as vLLM does), `return_token_ids`. It never sees the image or the
+prompt text: only the client's embeddings.
+
+`HostileServer`: a raw socket server that answers every request with given bytes, optionally trickled, for the
+strict client's tests.
+"""
 from __future__ import annotations
 
 import base64
 import io
 import json
+import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
-from PIL import Image
 
 
-class FakeVLLM:
-    def __init__(self, export_dir, name: str = "skingpt4"):
-        from transformers import AutoProcessor, Blip2ForConditionalGeneration
+class FakePromptEmbedsServer:
+    def __init__(self, export_dir, name: str | None = None, delay: float = 0.0):
+        from transformers import AutoModelForCausalLM, AutoTokenizer, StopStringCriteria
 
-        self.name, self.export_dir = name, export_dir
-        self.model = Blip2ForConditionalGeneration.from_pretrained(str(export_dir)).eval()
-        self.processor = AutoProcessor.from_pretrained(str(export_dir))
+        info = json.loads((export_dir / "skingpt4_export.json").read_text())
+        self.name = name or info["served_model_name"]
+        self.export_dir = export_dir
+        llm_dir = export_dir / info["llm_dir"]
+        self.model = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(llm_dir))
+        self.stop_criteria = StopStringCriteria
         self.requests: list[dict] = []
+        self.generated: list[list[int]] = []
         self.lock = threading.Lock()
+        self.delay = delay  # seconds per request, to make concurrency visible in the benchmark
 
-    def complete(self, body: dict) -> dict:
+    def complete(self, body: dict) -> tuple[int, dict]:
+        from transformers import StoppingCriteriaList
+
         self.requests.append(body)
-        images, messages = [], []
-        for message in body["messages"]:
-            content = message["content"]
-            if isinstance(content, list):  # vLLM's "string" content format: text parts joined, images aside
-                texts = []
-                for part in content:
-                    if part["type"] == "image_url":
-                        data = part["image_url"]["url"].split(",", 1)[1]
-                        images.append(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
-                    else:
-                        texts.append(part["text"])
-                content = "\n".join(texts)
-            messages.append({"role": message["role"], "content": content})
-        tokenizer = self.processor.tokenizer
-        prompt = tokenizer.apply_chat_template(messages, tokenize=False)
-        inputs = self.processor(images=images[0], text=prompt, return_tensors="pt",
-                                add_special_tokens=body.get("add_special_tokens", False))
+        raw = base64.b64decode(body["prompt_embeds"], validate=True)
+        embeds = torch.load(io.BytesIO(raw), weights_only=True, map_location="cpu")
+        if embeds.dim() == 3:
+            embeds = embeds.squeeze(0)
+        if embeds.dim() != 2 or embeds.shape[1] != self.model.config.hidden_size:
+            return 400, {"error": {"message": f"prompt_embeds of shape {tuple(embeds.shape)}"}}
         greedy = body.get("temperature", 1.0) == 0
-        kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=body["temperature"],
-                                                             top_p=body.get("top_p", 1.0))
-        if not greedy and "seed" in body:
-            torch.manual_seed(body["seed"])
+        kwargs = dict(do_sample=False, temperature=None, top_p=None, top_k=None) if greedy else dict(
+            do_sample=True, temperature=body["temperature"], top_p=body.get("top_p", 1.0),
+            top_k=max(body.get("top_k", -1), 0) or None)
+        stops = [s for s in (body.get("stop") or []) if s]
+        criteria = StoppingCriteriaList([self.stop_criteria(self.tokenizer, stops)] if stops else [])
+        started = time.perf_counter()
         with self.lock, torch.no_grad():
-            out = self.model.generate(**inputs, max_new_tokens=body.get("max_tokens", 16),
-                                      pad_token_id=tokenizer.pad_token_id, **kwargs)
-        new = out[0, inputs["input_ids"].shape[1]:].tolist()
-        finish, stop_reason = "length", None
-        if tokenizer.eos_token_id in new:
-            new, finish = new[: new.index(tokenizer.eos_token_id)], "stop"
-        text = tokenizer.decode(new, skip_special_tokens=True)
-        for stop in body.get("stop") or []:
+            if not greedy and "seed" in body:
+                torch.manual_seed(body["seed"])
+            out = self.model.generate(inputs_embeds=embeds[None].to(torch.float32),
+                                      attention_mask=torch.ones(1, embeds.shape[0], dtype=torch.long),
+                                      max_new_tokens=body.get("max_tokens", 16), stopping_criteria=criteria,
+                                      eos_token_id=self.tokenizer.eos_token_id,
+                                      pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+                                      repetition_penalty=body.get("repetition_penalty", 1.0), **kwargs)
+        if self.delay:
+            time.sleep(max(0.0, self.delay - (time.perf_counter() - started)))
+        ids = out[0].tolist()
+        self.generated.append(ids)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        finish, stop_reason = ("stop" if self.tokenizer.eos_token_id in ids else "length"), None
+        for stop in stops:
             if stop in text:
                 text, finish, stop_reason = text.split(stop, 1)[0], "stop", stop
-        return {"id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "model": self.name,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                             "finish_reason": finish, "stop_reason": stop_reason}],
-                "usage": {"prompt_tokens": int(inputs["input_ids"].shape[1]), "completion_tokens": len(new),
-                          "total_tokens": int(inputs["input_ids"].shape[1]) + len(new)}}
+        choice = {"index": 0, "text": text, "finish_reason": finish, "stop_reason": stop_reason, "logprobs": None}
+        if body.get("return_token_ids"):
+            choice["token_ids"] = ids
+        return 200, {"id": f"cmpl-{len(self.requests)}", "object": "text_completion", "model": self.name,
+                     "choices": [choice], "usage": {"prompt_tokens": int(embeds.shape[0]),
+                                                    "completion_tokens": len(ids),
+                                                    "total_tokens": int(embeds.shape[0]) + len(ids)}}
 
     def serve(self) -> tuple[ThreadingHTTPServer, str]:
         """Start on 127.0.0.1 (a free port) in a daemon thread; returns (server, base URL)."""
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args):
                 pass
 
@@ -78,6 +97,7 @@ class FakeVLLM:
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -89,12 +109,70 @@ class FakeVLLM:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if self.path != "/v1/chat/completions":
+                if self.path != "/v1/completions":
                     return self._send(404, {"error": {"message": "not found"}})
                 if body.get("model") != fake.name:
                     return self._send(404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}})
-                self._send(200, fake.complete(body))
+                self._send(*fake.complete(body))
 
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server, f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+
+class HostileServer:
+    """Answers every connection with `response` (bytes), `trickle` seconds between bytes (0: all at once), then
+    closes; `connections` counts who came."""
+
+    def __init__(self, response: bytes, trickle: float = 0.0):
+        self.response, self.trickle, self.connections = response, trickle, 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self._stop = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket):
+        try:
+            conn.settimeout(5)
+            data = b""
+            while b"\r\n\r\n" not in data:  # the request head; the body (if any) is not needed
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if self.trickle:
+                for i in range(len(self.response)):
+                    if self._stop.is_set():
+                        break
+                    conn.sendall(self.response[i:i + 1])
+                    time.sleep(self.trickle)
+            else:
+                conn.sendall(self.response)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self._stop.set()
+        self.sock.close()
+
+
+def http_response(body: bytes, status: str = "200 OK", headers: dict | None = None, length: int | None = None) -> bytes:
+    head = {"Content-Type": "application/json", "Content-Length": str(len(body) if length is None else length),
+            "Connection": "close", **(headers or {})}
+    return (f"HTTP/1.1 {status}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n").encode() + body

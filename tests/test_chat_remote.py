@@ -1,18 +1,32 @@
-"""The serving client (`python -m skingpt4.chat.remote`) against a fake local server that speaks vLLM's OpenAI API
-with vLLM's BLIP-2 prompt placement (tests/fake_openai_server.py): the same JSON as the local CLI, the photo and the
-earlier turns in every request, one-line errors."""
+"""The exact serving path (docs/scaling.md, "Serving with vLLM"): `python -m skingpt4.export --target vllm`, the
+client (`RemoteChatEngine`, `python -m skingpt4.chat.remote`) and a fake vLLM that runs the exported LLM with
+transformers on the prompt embeddings it receives (tests/fake_openai_server.py). The tensor on the wire is the
+local engine's `inputs_embeds`, and the served greedy tokens are the local ones."""
+import base64
 import io
 import json
 
 import pytest
+import torch
 from PIL import Image
 
-from fake_openai_server import FakeVLLM
+from fake_openai_server import FakePromptEmbedsServer
+from skingpt4.chat import ChatEngine, DecodingConfig
+from skingpt4.chat.build import read_chat_config
 from skingpt4.chat.cli import main as local_main
 from skingpt4.chat.remote import main as remote_main
+from skingpt4.chat.remote_engine import RemoteChatEngine, load_client_model
+from skingpt4.export.cli import main as export_main
+from skingpt4.models import build_model
 from skingpt4.prompting import CLINICAL_PROMPTS
 
 CFG = "eval_configs/skingpt4_tiny.yaml"
+GREEDY = DecodingConfig(do_sample=False, max_new_tokens=16)
+
+
+def export_for_vllm(out, *options) -> None:
+    argv = ["--cfg-path", CFG, "--target", "vllm", "--out", str(out)] + (["--options", *options] if options else [])
+    assert export_main(argv) == 0
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +39,27 @@ def photo(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_export):
-    fake = FakeVLLM(tiny_export)
+def exports(tiny_assets, tmp_path_factory):
+    """The tiny chat model exported for vLLM with each of two chat templates."""
+    root = tmp_path_factory.mktemp("vllm_exports")
+    export_for_vllm(root / "vicuna_v0")
+    export_for_vllm(root / "llama2_chat", "model.template=llama2_chat")
+    return root
+
+
+@pytest.fixture(scope="module")
+def served(exports):
+    fake = FakePromptEmbedsServer(exports / "vicuna_v0")
     http, url = fake.serve()
     yield fake, url
     http.shutdown()
     http.server_close()
+
+
+def chat_model(*options):
+    """The model the export was made from (the tiny chat config), built locally."""
+    cfg, _ = read_chat_config(CFG, options)
+    return build_model(cfg.model)
 
 
 def run(main, argv) -> tuple[int, str]:
@@ -38,58 +67,174 @@ def run(main, argv) -> tuple[int, str]:
     return main(argv, out=out), out.getvalue()
 
 
-def test_remote_prints_the_local_cli_json(server, photo, tiny_assets):
-    fake, url = server
-    code, text = run(remote_main, ["--url", url, "--export-dir", str(fake.export_dir), "--image", str(photo),
-                                   "--clinical", "--greedy", "--max-new-tokens", "12", "--format", "json"])
+def decode_sent(body: dict) -> torch.Tensor:
+    return torch.load(io.BytesIO(base64.b64decode(body["prompt_embeds"])), weights_only=True)
+
+
+@pytest.mark.parametrize("template", ["vicuna_v0", "llama2_chat"])
+def test_sent_embeddings_are_the_local_inputs_embeds(exports, photo, template):
+    """Turn 1 and turn 3: what the client would send (decoded from the request body) equals the local model's
+    own `inputs_embeds` of the project's layout, bit for bit."""
+    local = chat_model("model.template=" + template)
+    client, info = load_client_model(exports / template, "cpu")
+    assert info["template"] == template and client.template.name == template
+    engine = RemoteChatEngine(client, info, "http://127.0.0.1:9/v1")
+    conv = engine.new_conversation(str(photo))
+    local_conv = ChatEngine(local).new_conversation(str(photo))
+    assert torch.equal(conv.image_embeds, local_conv.image_embeds)
+    history = [(CLINICAL_PROMPTS[0], "A red plaque."), (CLINICAL_PROMPTS[1], "It is psoriasis.")]
+    for turn, past in ((1, []), (3, history)):
+        conv.history = list(past)
+        prepared = engine._prepare(conv, CLINICAL_PROMPTS[turn - 1], GREEDY, use_cache=False)
+        layout = local.layout(past, CLINICAL_PROMPTS[turn - 1])
+        assert prepared.tokens == layout.tokens  # the project's layout: image mid-prompt, where the template puts it
+        expected, _ = local.embed([layout.tokens], local_conv.image_embeds)
+        sent = decode_sent(engine.request_body(prepared))
+        assert sent.shape == expected[0].shape and torch.equal(sent, expected[0]), (template, turn)
+        image_at = layout.image_positions
+        assert image_at[0] > 1 and torch.equal(sent[image_at], local_conv.image_embeds[0])
+
+
+def test_served_greedy_tokens_equal_the_local_engine(served, photo, tiny_assets):
+    """Four clinical turns, greedy: the fake server (transformers on the received embeddings) generates exactly the
+    local ChatEngine's token ids, and the client's replies and turn reports are the local ones."""
+    fake, url = served
+    export_dir = fake.export_dir
+    local = ChatEngine(chat_model())
+    remote = RemoteChatEngine.from_export(export_dir, url, device="cpu")
+    local_conv, remote_conv = local.new_conversation(str(photo)), remote.new_conversation(str(photo))
+    before = len(fake.generated)
+    for question in CLINICAL_PROMPTS:
+        assert remote.ask(remote_conv, question, GREEDY) == local.ask(local_conv, question, GREEDY)
+        assert remote_conv.last_turn.reply_ids == local_conv.last_turn.reply_ids
+        assert remote_conv.last_turn.stopped_by == local_conv.last_turn.stopped_by
+        assert fake.generated[-1] == local_conv.last_turn.reply_ids
+    assert len(fake.generated) - before == 4
+    sent = fake.requests[-1]
+    assert sent["model"] == remote.served_model and sent["temperature"] == 0.0 and sent["stop"] == ["###"]
+    assert decode_sent(sent).shape[0] == len(local.model.layout(local_conv.history[:3], CLINICAL_PROMPTS[3]).tokens)
+    # a batch of conversations goes out as concurrent requests and gives the same replies
+    convs = [remote.new_conversation(str(photo)) for _ in range(3)]
+    assert remote.ask_batch(convs, [CLINICAL_PROMPTS[0]] * 3, GREEDY) == [local_conv.history[0][1]] * 3
+
+
+def test_remote_cli_prints_the_local_cli_json(served, photo, tiny_assets):
+    fake, url = served
+    code, text = run(remote_main, ["--server", url, "--export-dir", str(fake.export_dir), "--image", str(photo),
+                                   "--clinical", "--greedy", "--max-new-tokens", "12"])
     assert code == 0
     remote = json.loads(text)
     code, text = run(local_main, ["--cfg-path", CFG, "--image", str(photo), "--clinical", "--greedy",
                                   "--max-new-tokens", "12", "--format", "json"])
     assert code == 0
     local = json.loads(text)
-    # the local record, less the calibrated differential (not available through the chat API), plus who served it
-    differential = {"differential", "abstained", "temperature", "abstain_below", "calibration_file", "message"}
-    assert set(remote) == set(local) - differential | {"server", "served_model"}
-    for key in ("variant", "llm_model", "checkpoint_sha256", "projection_sha256", "model_config_sha256",
-                "image_sha256", "chat_template", "note"):
-        assert remote[key] == local[key], key
-    assert remote["server"] == url and remote["served_model"] == "skingpt4"
-    local["decoding"].pop("max_length"), remote["decoding"].pop("max_length")  # the tiny config caps it at 1000
-    assert remote["decoding"] == local["decoding"]
-    assert remote["template"] == local["template"] == "vicuna_v0"
-    assert [a["question"] for a in remote["answers"]] == list(CLINICAL_PROMPTS)
+    assert [a["answer"] for a in remote["answers"]] == [a["answer"] for a in local["answers"]]
     for answer, theirs in zip(remote["answers"], local["answers"]):
         assert answer.keys() == theirs.keys()
-        assert answer["stopped_by"] in ("stop_string", "eos", "max_new_tokens") and 0 < answer["new_tokens"] <= 12
-    # what went over the wire: the photo in the first user message, the history growing, greedy, stop strings
-    sent = fake.requests[-4:]
-    assert [len(r["messages"]) for r in sent] == [1, 3, 5, 7]
-    first = sent[-1]["messages"][0]["content"]
-    assert first[0]["type"] == "image_url" and first[0]["image_url"]["url"].startswith("data:image/png;base64,")
-    assert sent[-1]["messages"][1] == {"role": "assistant", "content": remote["answers"][0]["answer"]}
-    assert all(r["temperature"] == 0.0 and r["stop"] == ["###"] and r["add_special_tokens"] is False for r in sent)
-
-
-def test_remote_errors_are_one_line(photo, server, capsys):
-    _, url = server
-    code, _ = run(remote_main, ["--url", "http://127.0.0.1:9/v1", "--image", str(photo), "--greedy"])
-    err = capsys.readouterr().err
-    assert code == 2 and "cannot reach the server" in err and len(err.strip().splitlines()) == 1
-    code, _ = run(remote_main, ["--url", "127.0.0.1:8000", "--image", str(photo), "--greedy"])
-    err = capsys.readouterr().err
-    assert code == 2 and "give the server's API base" in err and len(err.strip().splitlines()) == 1
-    code, _ = run(remote_main, ["--url", url, "--model", "other", "--image", str(photo), "--greedy"])
-    err = capsys.readouterr().err
-    assert code == 2 and "HTTP 404" in err and len(err.strip().splitlines()) == 1
-    code, _ = run(remote_main, ["--url", url, "--image", str(photo.parent / "missing.jpg")])
-    assert code == 2 and "cannot use the image" in capsys.readouterr().err
-    code, _ = run(remote_main, ["--url", url, "--export-dir", str(photo.parent), "--image", str(photo)])
-    assert code == 2 and "is not a SkinGPT-4 export" in capsys.readouterr().err
-
-
-def test_remote_markdown_without_export_dir(server, photo):
-    _, url = server
-    code, text = run(remote_main, ["--url", url, "--image", str(photo), "--ask", "What's wrong with my skin?",
-                                   "--max-new-tokens", "6", "--seed", "3", "--format", "markdown"])
+        assert (answer["new_tokens"], answer["stopped_by"]) == (theirs["new_tokens"], theirs["stopped_by"])
+    # the local record, the differential said to be not served, plus who served it
+    differential = {"abstained", "temperature", "abstain_below", "calibration_file", "message"}
+    assert set(remote) == set(local) - differential | {"server", "served_model", "differential_note"}
+    assert remote["differential"] is None and "prompt logprobs" in remote["differential_note"]
+    for key in ("variant", "llm_model", "projection_sha256", "model_config_sha256", "chat_template", "note"):
+        assert remote[key] == local[key], key
+    assert remote["served_model"] == fake.name and remote["server"] == url
+    # --url stays an alias of --server; markdown too
+    code, text = run(remote_main, ["--url", url, "--export-dir", str(fake.export_dir), "--image", str(photo),
+                                   "--ask", "What's wrong with my skin?", "--max-new-tokens", "6", "--seed", "3",
+                                   "--format", "markdown"])
     assert code == 0 and "## 1. What's wrong with my skin?" in text and "seed 3" in text
+
+
+def test_remote_cli_errors_are_one_line(served, photo, exports, tmp_path, capsys):
+    fake, url = served
+    export_dir = str(fake.export_dir)
+
+    def error(argv, expected):
+        code, _ = run(remote_main, argv)
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+
+    error(["--server", "http://127.0.0.1:9/v1", "--export-dir", export_dir, "--image", str(photo), "--greedy"],
+          "cannot reach the server")
+    error(["--server", "127.0.0.1:8000", "--export-dir", export_dir, "--image", str(photo)], "give the server's API")
+    # a server that serves another model (here: the export with the other template)
+    error(["--server", url, "--export-dir", str(exports / "llama2_chat"), "--image", str(photo), "--greedy"],
+          "not this export")
+    error(["--server", url, "--export-dir", export_dir, "--image", str(photo.parent / "missing.jpg")],
+          "cannot use the image")
+    error(["--server", url, "--export-dir", str(photo.parent), "--image", str(photo)], "is not a SkinGPT-4 export")
+    error(["--server", url, "--export-dir", export_dir, "--image", str(huge_png(tmp_path)), "--greedy"],
+          "cannot use the image")
+    error(["--server", url, "--export-dir", export_dir, "--image", str(photo), "--timeout", "0"], "--timeout")
+
+
+def huge_png(folder):
+    """A PNG whose header says 20000 x 20000 pixels (over the loader's limit, refused before decoding)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path = folder / "huge.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_export_refusals_come_before_the_build(tiny_assets, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    for out in (blocker / "export", "/proc/skingpt4-export"):
+        assert export_main(["--cfg-path", CFG, "--target", "vllm", "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --out") and len(err.splitlines()) == 1 and "skingpt4.model" not in err
+    # NaN weights are not exported
+    ckpt = tmp_path / "nan.pth"
+    model = build_model({"variant": "tiny", "ckpt": None})
+    torch.save({"model": {k: torch.full_like(v, float("nan")) for k, v in model.trainable_state_dict().items()}},
+               ckpt)
+    out = tmp_path / "nan_export"
+    assert export_main(["--cfg-path", CFG, "--target", "vllm", "--out", str(out), "--options",
+                        f"model.ckpt={ckpt}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "non-finite" in err or "NaN" in err, err
+    assert not (out / "skingpt4_export.json").exists()
+
+
+def test_export_writes_what_vllm_reads(exports):
+    info = json.loads((exports / "vicuna_v0" / "skingpt4_export.json").read_text())
+    config = json.loads((exports / "vicuna_v0" / "llm" / "config.json").read_text())
+    # transformers 4.x (vLLM's pin) reads torch_dtype and rope_theta; 5.x writes dtype and rope_parameters
+    assert config["torch_dtype"] == "float32" and config["rope_theta"] == config["rope_parameters"]["rope_theta"]
+    assert info["served_model_name"].startswith("skingpt4-") and len(info["served_model_name"]) == 25
+    other = json.loads((exports / "llama2_chat" / "skingpt4_export.json").read_text())
+    assert other["served_model_name"] != info["served_model_name"]  # another template: another served model
+    assert "--enable-prompt-embeds" in info["serve_command"] and info["model"]["variant"] == "tiny"
+
+
+def test_demo_engine_builder_hook(served, capsys):
+    """The demo's --server option builds the served engine through its loader; the page names the export's model."""
+    from skingpt4.chat.build import ChatRunConfig
+    from skingpt4.chat.remote_engine import build_remote_engine
+    from skingpt4.demo.launch import main as demo_main
+    from skingpt4.demo.loading import ModelLoader
+
+    fake, url = served
+    loader = ModelLoader(lambda: build_remote_engine(url, fake.export_dir, ChatRunConfig()))
+    loader._load()
+    assert loader.error is None and isinstance(loader.engine, RemoteChatEngine)
+    assert loader.model_line.startswith("Model: tiny") and "projection" in loader.model_line
+    assert demo_main(["--cfg-path", CFG, "--server", url]) == 2
+    assert "go together" in capsys.readouterr().err
+
+
+def test_bench_serve_measures_the_served_path(served):
+    from benchmarks.bench_serve import measure
+
+    fake, url = served
+    engine = RemoteChatEngine.from_export(fake.export_dir, url, concurrency=3)
+    row = measure(engine, conversations=3, concurrency=3, turns=2, max_new_tokens=4)
+    assert row["answers"] == 6 and 0 < row["generated_tokens"] <= 24
+    assert 0 < row["latency_p50_s"] <= row["latency_p95_s"] and row["ttft_p50_s"] > 0 and row["answers_per_s"] > 0

@@ -45,7 +45,9 @@ def test_two_gloo_processes_with_lora_match_one(train_data, tiny_assets, tmp_pat
            for sharding in ("none", "fsdp")}  # DDP replicas, then FSDP2 shards
     split = {**two["fsdp"], "output_dir": tmp_path / "split"}
     resumed = [{**split, "stop_after_iters": 2}, {**split, "resume_ckpt_path": tmp_path / "split" / "checkpoint_last.pth"}]
-    torchrun(cfg_path, [[f"run.{k}={v}" for k, v in r.items()] for r in [*two.values(), *resumed]], subprocess_env)
+    bf16 = {**two["fsdp"], "output_dir": tmp_path / "bf16"}  # bf16 frozen base + fp32 LoRA in the same FSDP units
+    torchrun(cfg_path, [[f"run.{k}={v}" for k, v in r.items()] for r in [*two.values(), *resumed]]
+             + [[f"run.{k}={v}" for k, v in bf16.items()] + ["model.llm_precision=bf16"]], subprocess_env)
     one = {**run, "batch_size_train": 4, "output_dir": tmp_path / "one"}
     single, _ = train_script.run_training(load_config(cfg_path, [f"run.{k}={v}" for k, v in one.items()]))
     a = read_checkpoint(single.checkpoint)
@@ -62,3 +64,41 @@ def test_two_gloo_processes_with_lora_match_one(train_data, tiny_assets, tmp_pat
     assert again["step"] == 4
     for key in straight["model"]:
         torch.testing.assert_close(straight["model"][key], again["model"][key], rtol=0, atol=0, msg=key)
+
+    # bf16 base + fp32 adapters, sharded (the torch minimum's FSDP2 takes mixed dtypes): it trains like fp32
+    half = read_checkpoint(tmp_path / "bf16" / "checkpoint_last.pth")
+    assert half["model"].keys() == a["model"].keys()
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in half["model"].values())
+    assert losses(tmp_path / "bf16") == pytest.approx(losses(tmp_path / "one"), abs=0.05)
+
+
+def test_sharded_loading_reads_only_the_shard():
+    """The gloo measurement (benchmarks/bench_shard_memory.py): the LLM built on the meta device, each process
+    reading its shards from the safetensors files; the memory a process allocates falls with the rank count, and
+    the shards hold the file's values."""
+    import tempfile
+
+    from benchmarks import bench_shard_memory as bench
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "llm"
+        bench.make_llm(folder, hidden=512, layers=4, vocab=16000)
+        one, two = (bench.run(folder, ranks, "meta") for ranks in (1, 2))
+    assert all(r["weights_equal_file"] for r in one + two)
+    alone, shard = one[0]["anon_added_mb"], max(r["anon_added_mb"] for r in two)
+    assert shard < 0.75 * alone, (alone, shard)  # about half (the file is 117 MB)
+
+
+def test_sharding_refusals(tmp_path):
+    from skingpt4.common.config import ConfigError
+    from skingpt4.runners.recipe import check_accelerate_launch, check_config
+
+    cfg = load_config(STEP1, ["run.sharding=fsdp", "model.llm_quantization=4bit"])
+    with pytest.raises(ConfigError, match="FSDP shards plain weights") as err:
+        check_config(cfg)
+    assert "\n" not in str(err.value)
+    for variable in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED"):
+        for sharding in ("none", "fsdp"):
+            with pytest.raises(ConfigError, match="does not read"):
+                check_accelerate_launch(sharding, {variable: "true"})
+    check_accelerate_launch("none", {"ACCELERATE_USE_FSDP": "false"})  # a plain accelerate launch is fine

@@ -52,6 +52,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="also make a public gradio.live link (photos then travel through Gradio's servers)")
     parser.add_argument("--auth", metavar="USER:PASS", help="ask for this user name and password")
     parser.add_argument("--max-file-size", default="25mb", help="largest upload accepted (default 25mb)")
+    parser.add_argument("--server", help="answer with the LLM served there (vLLM; docs/scaling.md), e.g. "
+                        "http://127.0.0.1:8000/v1; needs --export-dir")
+    parser.add_argument("--export-dir", help="with --server: the --target vllm export it serves")
     parser.add_argument("--options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. run.decoding.max_new_tokens=200")
     return parser.parse_args(argv)
@@ -72,6 +75,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:  # config mistakes are reported before anything starts
         cfg, run = read_chat_config(args.cfg_path, args.options, args.device)
         auth = parse_auth(args.auth)
+        if bool(args.server) != bool(args.export_dir):
+            raise ConfigError("--server and --export-dir go together: the server's address and the export it serves")
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -79,7 +84,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         log.warning("--share: a PUBLIC link will be created. Anyone who has it can use this demo, and photos and "
                     "chats will pass through Gradio's share servers. Do not use it with patient data.%s",
                     "" if auth else " Consider --auth user:pass.")
-    loader = ModelLoader(lambda: build_engine(cfg, run)).start()
+    if args.server:  # the engine builder hook: the served LLM (skingpt4/chat/remote_engine.py)
+        from skingpt4.chat.remote_engine import build_remote_engine
+
+        build = lambda: build_remote_engine(args.server, args.export_dir, run, args.device)  # noqa: E731
+    else:
+        build = lambda: build_engine(cfg, run)  # noqa: E731
+    loader = ModelLoader(build).start()
     demo = build_demo(loader, run.decoding, UploadJanitor(get_upload_folder()))
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name="127.0.0.1", server_port=args.port, share=args.share, auth=auth,

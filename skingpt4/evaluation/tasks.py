@@ -65,6 +65,9 @@ class EvalContext:
         return self.chat
 
     def fingerprint(self) -> dict:
+        served = getattr(self.engine, "served_identity", None)  # a served model: the export's record (served.py)
+        if served is not None:
+            return served()
         model = self.engine.model
         return model_identity(model, self.checkpoint)
 
@@ -252,7 +255,14 @@ def _diagnosis(ctx: EvalContext, sessions, out: Path) -> dict:
     if not rows:
         write_csv(out / "predictions.csv", rows, ["case_id"])
         return {"n": 0}
-    side_by_side = _free_text_and_differential(ctx, sessions, rows, out)
+    if getattr(ctx.engine, "served_identity", None) is not None:  # no prompt logprobs with prompt embeddings
+        from skingpt4.evaluation.served import DIFFERENTIAL_NOT_SERVED
+
+        side_by_side = {"served": False, "note": DIFFERENTIAL_NOT_SERVED}
+        for row in rows:
+            row["differential_top1"] = ""
+    else:
+        side_by_side = _free_text_and_differential(ctx, sessions, rows, out)
     write_csv(out / "predictions.csv", rows, ["case_id", "label", "predicted", "differential_top1", "mentioned",
                                               "skin_type", "answer"])
     y_true, y_pred = [r["label"] for r in rows], [r["predicted"] for r in rows]

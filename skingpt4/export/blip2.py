@@ -65,8 +65,21 @@ def check_exportable(model, out_dir: Path, merge: bool) -> None:
 
 
 def check_out_dir(out_dir: Path) -> None:
+    """A new or empty directory that can be written: checked before the (minutes-long) model build, by creating
+    it and a probe file in it (a path under a file, in /proc or on a read-only disk fails here, in one line)."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ExportError(f"--out '{out_dir}' exists and is not an empty directory; choose a new directory")
+    parent = next((p for p in out_dir.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ExportError(f"--out '{out_dir}': '{parent}' is a file, not a directory; choose another path")
+    probe = out_dir / ".skingpt4-write-probe"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ExportError(f"--out '{out_dir}' cannot be written ({err.strerror or err}); choose a writable "
+                          "directory") from None
 
 
 def blip2_config(model, vocab_size: int, image_token_id: int, dtype: torch.dtype):

@@ -10,6 +10,7 @@ unknown variant or template lists the valid names). Weights come from local path
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Optional
 
@@ -20,7 +21,7 @@ from skingpt4.common import registry
 from skingpt4.common.config import (ConfigError, ConfigPath, apply_schema, config_path_problems, load_layers,
                                     require_path)
 from skingpt4.common.precision import get_dtype, resolve_device
-from skingpt4.models.llm import load_llm, load_tokenizer, random_llm
+from skingpt4.models.llm import load_llm, load_llm_on_meta, load_tokenizer, random_llm
 from skingpt4.models.loading import load_frozen_weights, load_trained_checkpoint
 from skingpt4.models.lora import add_adapters, check_settings
 from skingpt4.models.skin_gpt4 import SkinGPT4, SkinGPT4Config
@@ -80,6 +81,24 @@ def model_path_problems(model_section, ckpt_what: str) -> list[str]:
     return config_path_problems(resolved, model_paths(resolved, ckpt_what), prefix="model.")
 
 
+@contextlib.contextmanager
+def _adapters_off_meta(llm):
+    """While LoRA layers are injected, give meta-device Linear weights an empty stand-in on the CPU: PEFT puts the
+    adapters on their base layer's device, and adapters on the meta device would lose their initial values (the
+    same draws from the same RNG stream as an unsharded build). The meta weights are put back afterwards."""
+    stashed = []
+    for module in llm.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, torch.nn.Linear) and weight is not None and weight.is_meta:
+            stashed.append((module, weight))
+            module.weight = torch.nn.Parameter(torch.empty(0, dtype=weight.dtype), requires_grad=False)
+    try:
+        yield
+    finally:
+        for module, weight in stashed:
+            module.weight = weight
+
+
 def build_model(user_cfg, device: Optional[str] = None, random_llm_shapes: Optional[dict] = None,
                 llm_on_meta: bool = False) -> SkinGPT4:
     """Build the model of a `model:` block; `device` (cpu, cuda, cuda:N) overrides `model.device`.
@@ -87,7 +106,9 @@ def build_model(user_cfg, device: Optional[str] = None, random_llm_shapes: Optio
     `random_llm_shapes` (LlamaConfig fields): a model of the same parts with random weights instead, made directly
     on its device, no weight file read (`model.llm_model` then only supplies the tokenizer, `model.ckpt` must be
     null): the benchmarks' full-size models and the tiny world's build. `llm_on_meta`: its LLM is made on the meta
-    device (shapes only, it cannot run), to measure the vision side of the full size without the memory for 13B."""
+    device (shapes only, it cannot run): with random shapes, to measure the vision side of the full size without the
+    memory for 13B; with `model.llm_model`, for sharded training, which then loads each process's shard of the
+    weights (runners/sharding.py). LoRA adapters are real either way."""
     if device is not None:
         user_cfg = OmegaConf.merge(user_cfg or {}, {"device": str(device)})
     cfg = model_config(user_cfg)
@@ -104,11 +125,17 @@ def build_model(user_cfg, device: Optional[str] = None, random_llm_shapes: Optio
     if random:
         llm = random_llm(random_llm_shapes, tokenizer, llm_dtype, torch.device("meta") if llm_on_meta else place,
                          cfg.attn_implementation)
+    elif llm_on_meta:
+        if cfg.llm_quantization != "none":
+            raise ConfigError(f"model.llm_quantization={cfg.llm_quantization} cannot be sharded (FSDP needs plain "
+                              "weights); use llm_quantization: none with run.sharding=fsdp, or run.sharding=none")
+        llm = load_llm_on_meta(cfg.llm_model, llm_dtype, attn_implementation=cfg.attn_implementation)
     else:
         llm = load_llm(cfg.llm_model, llm_dtype, place, cfg.llm_quantization,
                        attn_implementation=cfg.attn_implementation)
     if cfg.lora.r:
-        add_adapters(llm, cfg.lora)  # QLoRA when the LLM was loaded in 4 bits
+        with _adapters_off_meta(llm):
+            add_adapters(llm, cfg.lora)  # QLoRA when the LLM was loaded in 4 bits
     if cfg.gradient_checkpointing:
         llm.gradient_checkpointing_enable()
         llm.config.use_cache = False

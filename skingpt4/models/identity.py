@@ -12,6 +12,9 @@ def model_identity(model, checkpoint: Optional[str | Path] = None) -> dict:
     """Variant, LLM folder, chat template, the checkpoint in use (`checkpoint`, default `model.ckpt`) with its
     SHA-256, the SHA-256 of the resolved model config and of the projection that answers (also when it was drawn
     at random: no checkpoint), and whether the model is of the synthetic tiny world (the variant's `synthetic`)."""
+    exported = getattr(model, "exported_identity", None)
+    if exported is not None and checkpoint is None:  # the client side of a served model: the export's record
+        return dict(exported)
     cfg = model.cfg
     checkpoint = str(checkpoint) if checkpoint else (str(cfg.ckpt) if cfg.get("ckpt") else None)
     return {"variant": str(cfg.variant), "llm_model": str(cfg.llm_model), "chat_template": model.template.name,

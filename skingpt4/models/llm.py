@@ -129,3 +129,31 @@ def random_llm(shapes: dict, tokenizer, dtype: torch.dtype, device: torch.device
     for param in llm.parameters():
         param.requires_grad = False
     return llm
+
+
+def load_llm_on_meta(directory: str, dtype: torch.dtype, key: str = "model.llm_model",
+                     attn_implementation: str = "sdpa"):
+    """The LLM of `directory` with its parameters on the meta device (shapes only, no weight read) and its buffers
+    (rotary frequencies) real: for sharded training, where each process then reads only its shard of every weight
+    from the safetensors files (runners/sharding.py, `load_llm_shards`). `llm.weights_dir` names the folder."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = require_path(directory, key, "the local directory of a Llama-family LLM in transformers format", "dir")
+    if not (Path(path) / "config.json").is_file():
+        raise ConfigError(f"config key '{key}': '{path}' is not a transformers model directory (no config.json)")
+    if not list(Path(path).glob("*.safetensors")):
+        raise ConfigError(f"config key '{key}': sharded training (run.sharding=fsdp) reads each process's shard from "
+                          f"safetensors files, and '{path}' has none; convert it once with "
+                          "AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR2)")
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    config._attn_implementation = attn_implementation
+    with init_empty_weights(include_buffers=False):
+        llm = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    llm.eval()
+    for param in llm.parameters():
+        param.requires_grad = False
+    llm.weights_dir = str(path)
+    log.info("LLM %s from '%s' on the meta device (%s, %d layers): each process loads its own shard", config.model_type,
+             path, str(dtype).replace("torch.", ""), config.num_hidden_layers)
+    return llm

@@ -70,6 +70,31 @@ def check_config(cfg: DictConfig) -> None:
         require_path(model_cfg.ckpt, "model.ckpt", START_CKPT_WHAT, "file")
     if not cfg.get("datasets"):
         raise ConfigError("the config has no 'datasets' section: name at least one dataset builder to train on")
+    run_cfg = cfg.get("run") or {}
+    quantization = model_cfg.get("llm_quantization", "none")
+    if run_cfg.get("sharding", "none") == "fsdp" and quantization not in (None, "none"):
+        raise ConfigError(f"run.sharding=fsdp with model.llm_quantization={quantization}: FSDP shards plain weights, "
+                          "not bitsandbytes' 4/8-bit ones; use llm_quantization: none (sharded) or run.sharding: none "
+                          "(QLoRA on one GPU per process)")
+    check_accelerate_launch(run_cfg.get("sharding", "none"))
+
+
+# what `accelerate launch --config_file ...` puts into the environment when its config asks for FSDP or DeepSpeed
+ACCELERATE_PLUGINS = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def check_accelerate_launch(sharding: str, environ=None) -> None:
+    """Refuse an accelerate FSDP / DeepSpeed config instead of silently ignoring it: the runner does not hand the
+    model to accelerate; it shards with its own FSDP2 units (`run.sharding: fsdp`, docs/scaling.md)."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    for variable, plugin in ACCELERATE_PLUGINS.items():
+        if str(environ.get(variable, "")).lower() in ("1", "true", "yes"):
+            hint = ("run.sharding: fsdp is already set and shards with this project's FSDP2 units"
+                    if sharding == "fsdp" else "set run.sharding: fsdp for sharded training")
+            raise ConfigError(f"accelerate launch was given a {plugin} config ({variable}=true), which this trainer "
+                              f"does not read: launch with a plain accelerate config (or torchrun); {hint}")
 
 
 def check_output_dir(run_cfg: DictConfig) -> None:
@@ -98,7 +123,7 @@ def read_training_prompts(path) -> list[str]:
 def check_finite_start(model: nn.Module, ckpt_path) -> None:
     """NaN or infinite trainable weights (a broken model.ckpt) would make every loss nan: refused before step 1."""
     for name, param in model.named_parameters():
-        if param.requires_grad and not bool(torch.isfinite(param.detach()).all()):
+        if param.requires_grad and not param.is_meta and not bool(torch.isfinite(param.detach()).all()):
             where = f"model.ckpt '{ckpt_path}'" if ckpt_path else "the model's initial weights"
             raise ConfigError(f"{where}: the trainable weight '{name}' holds NaN or infinite values; start from a "
                               "checkpoint with finite weights (or model.ckpt=null for a fresh projection)")
@@ -142,7 +167,9 @@ def setup(cfg: DictConfig) -> Runner:
     torch.manual_seed(run_cfg.seed)  # the projection's initialisation when no model.ckpt is given
     sources = as_sources(build_datasets(cfg.datasets))
     validation = build_validation(cfg.get("validation"), run_cfg, collate)
-    model = build_model(cfg.model, device=str(dist.device))
+    # sharded: the LLM is built on the meta device, and each process reads only its shards (runners/sharding.py)
+    sharded = run_cfg.sharding == "fsdp" and dist.distributed
+    model = build_model(cfg.model, device=str(dist.device), llm_on_meta=sharded)
     check_finite_start(model, cfg.model.get("ckpt"))
     if run_cfg.cache_frozen_features:
         sources = [Source(s.name, cache_queries(model, s, run_cfg.batch_size_train, dist), s.ratio) for s in sources]
