@@ -212,9 +212,12 @@ def test_another_sessions_upload_path_is_refused(demo):
     victim.close(), attacker.close()
 
 
-def test_crafted_payloads_get_one_clear_error_and_a_quiet_log(demo, caplog):
+def test_crafted_payloads_get_one_clear_error_and_a_quiet_log(demo, caplog, monkeypatch):
     client, uploads, _, _ = demo
     page = Page(client)
+    looked_up = []  # every host name this process resolves (the server runs in it)
+    resolve = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda host, *a, **k: looked_up.append(host) or resolve(host, *a, **k))
     with caplog.at_level(logging.INFO):
         cases = {
             "a URL": [{"path": "http://dns.google/x.png", "meta": {"_type": "gradio.FileData"}}],
@@ -224,11 +227,14 @@ def test_crafted_payloads_get_one_clear_error_and_a_quiet_log(demo, caplog):
             "a string": ["/etc/passwd"],
             "a list": [[{"path": "/etc/passwd"}]],
             "two inputs": [None, None],
+            "a deleted upload": [{"path": str(uploads.cache_dir / ("0" * 64) / "gone.png")}],
+            "a folder": [{"path": str(uploads.cache_dir)}],
         }
         for name, data in cases.items():
             done = page.event("photo", "input", data)
-            assert done["success"] is False, name
-            assert done["output"]["error"] in (BAD_REQUEST, NOT_UPLOADED_HERE), (name, done)
+            # refused before the handler, or by it (the status line): either way one clear message
+            said = done["output"]["error"] if done["success"] is False else output(done)[1].removeprefix("⚠️ ")
+            assert said in (BAD_REQUEST, NOT_UPLOADED_HERE), (name, done)
         for data in ([5, True, 1.0, 0.9, 1], ["hi", "yes", 1.0, 0.9, 1], ["hi", True, float("nan"), 0.9, 1],
                      ["hi", True, 1.0, 0.9, 99], ["x" * 5000, True, 1.0, 0.9, 1]):
             done = page.event("send", "click", data)
@@ -239,6 +245,7 @@ def test_crafted_payloads_get_one_clear_error_and_a_quiet_log(demo, caplog):
         assert done["success"] is False and done["output"]["error"] == BAD_REQUEST
         for _ in range(20):  # the same crafted event again and again: still not one log line each
             page.event("send", "click", ["hi", True, 1.0, 0.9, 1, None, history])
+    assert not [host for host in looked_up if "google" in str(host)]  # no URL from an event is fetched
     lines = [r for r in caplog.records if r.name.startswith(("skingpt4", "gradio", "uvicorn", "fastapi"))]
     assert len(lines) <= 10, [r.getMessage() for r in lines]
     assert not any(r.exc_info for r in caplog.records)
