@@ -268,6 +268,23 @@ def test_empty_and_corrupt_uploads_give_a_message_and_log_no_file_name(demo, cap
     page.close()
 
 
+def test_a_session_that_never_opened_the_heartbeat_is_ended_when_idle(demo, monkeypatch):
+    from skingpt4.demo import sessions as session_module
+
+    client, uploads, blocks, _ = demo
+    silent = Page.__new__(Page)  # no heartbeat, as a crafted client: Gradio never reports this session's end...
+    silent.client, silent.hash = client, uuid.uuid4().hex[:11]
+    assert output(silent.send_photo(silent.upload(png_bytes(4))))[1].startswith("Photo received")
+    assert uploads.session_files(silent.hash)
+    for extra in uploads.on_sweep:  # ...so the sweeper ends it once idle (here: at once)
+        extra()
+    assert uploads.session_files(silent.hash)  # not idle for MAX_IDLE_S yet
+    monkeypatch.setattr(session_module, "MAX_IDLE_S", 0.0)
+    for extra in uploads.on_sweep:
+        extra()
+    assert uploads.session_files(silent.hash) == set() and silent.hash not in blocks.sessions._sessions
+
+
 def test_uploads_never_claimed_are_swept_and_shutdown_leaves_nothing(tmp_path):
     uploads = UploadStore(tmp_path / "app", claim_window_s=0.2, preview_s=0.1)
     ledger = uploads.ledger()

@@ -73,6 +73,10 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, uploads: UploadSto
                sessions: Optional[SessionRegistry] = None) -> gr.Blocks:
     panel = DifferentialPanel()
     sessions = sessions or SessionRegistry()
+
+    def end_session(session_hash: str) -> None:
+        sessions.end(session_hash)
+        uploads.end_session(session_hash)
     with _Blocks(title="SkinGPT-4", analytics_enabled=False, delete_cache=(600, 3600), uploads=uploads) as demo:
         demo.sessions = sessions  # for tests and the shutdown clean-up
         with gr.Row(elem_id="topbar"):  # fixed to the top of the window (layout.py)
@@ -243,8 +247,8 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, uploads: UploadSto
                       cancels=answering, api_visibility="private")
 
         def session_closed(request: gr.Request):
-            sessions.end(request.session_hash)
-            uploads.end_session(request.session_hash)
+            end_session(request.session_hash)
 
         demo.unload(session_closed)
+        uploads.on_sweep.append(lambda: [end_session(key) for key in sessions.idle()])
     return demo

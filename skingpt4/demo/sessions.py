@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -15,6 +16,9 @@ from skingpt4.chat.engine import Conversation
 # (the engine already drops the oldest exchanges from the model's view long before).
 MAX_EXCHANGES = 50
 MAX_SHOWN_MESSAGES = 2 * MAX_EXCHANGES
+# A session with no event for this long is ended as if its tab were closed (a client that never opened the
+# page's heartbeat, so Gradio never reports its end).
+MAX_IDLE_S = 3600.0
 
 
 @dataclasses.dataclass
@@ -25,6 +29,7 @@ class ChatSession:
     differential: Optional[str] = None       # the photo's differential, shown once its conversation exists
     history: list = dataclasses.field(default_factory=list)  # the messages the page shows
     exchanges: int = 0
+    last_event: float = dataclasses.field(default_factory=time.monotonic)
 
     def forget_photo(self) -> None:
         self.image = self.photo_copy = self.conv = self.differential = None
@@ -42,7 +47,15 @@ class SessionRegistry:
 
     def get(self, session_hash: str) -> ChatSession:
         with self._lock:
-            return self._sessions.setdefault(session_hash, ChatSession())
+            session = self._sessions.setdefault(session_hash, ChatSession())
+            session.last_event = time.monotonic()
+            return session
+
+    def idle(self, max_idle_s: Optional[float] = None) -> list[str]:
+        """The sessions with no event for `max_idle_s` seconds (default MAX_IDLE_S)."""
+        now, max_idle_s = time.monotonic(), MAX_IDLE_S if max_idle_s is None else max_idle_s
+        with self._lock:
+            return [key for key, session in self._sessions.items() if now - session.last_event > max_idle_s]
 
     def end(self, session_hash: str) -> Optional[ChatSession]:
         """Drop the session (its photo and chat leave memory once its last answer is done)."""

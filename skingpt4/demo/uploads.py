@@ -86,6 +86,7 @@ class UploadStore:
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self.on_sweep: list = []  # more clean-up for the sweeper to run (app.py: ending idle sessions)
         self.closed = False
 
     # -- Gradio's side ------------------------------------------------------------------------------------------
@@ -186,6 +187,8 @@ class UploadStore:
     def start_sweeper(self, every_s: float = 10.0) -> "UploadStore":
         def run():
             while not self._stop.wait(every_s):
+                for extra in list(self.on_sweep):
+                    extra()
                 self.sweep()
 
         threading.Thread(target=run, name="skingpt4-demo-sweep", daemon=True).start()
