@@ -7,7 +7,6 @@ import gradio as gr
 import pytest
 
 from skingpt4.demo import launch
-from skingpt4.demo.uploads import UploadJanitor
 
 CFG = str(Path(__file__).resolve().parents[1] / "eval_configs" / "skingpt4_tiny.yaml")
 
@@ -35,6 +34,9 @@ def test_private_by_default(launched):
     assert kwargs["footer_links"] == []
     assert demo.analytics_enabled is False
     assert demo.delete_cache == (600, 3600)
+    # the app's own upload folder (Gradio's cache for this process only), removed when the server stopped
+    assert kwargs["blocked_paths"] and kwargs["blocked_paths"][0].endswith("sessions")
+    assert not Path(kwargs["blocked_paths"][0]).parent.exists()
     # system fonts only: the default theme loads Google Fonts from the internet
     assert "fonts.googleapis" not in kwargs["theme"]._get_theme_css()
 
@@ -54,27 +56,6 @@ def test_bad_arguments_stop_before_the_server_starts(launched, capsys, tmp_path)
     assert launch.main(["--cfg-path", CFG, "--options", "run.decoding.num_beams=0"]) == 2
     assert "num_beams must be >= 1, got 0" in capsys.readouterr().err
     assert launched == []
-
-
-def test_janitor_deletes_a_sessions_uploads_and_their_folders(tmp_path):
-    cache = tmp_path / "cache"
-    mine, theirs = cache / "aa11" / "photo.jpg", cache / "bb22" / "other.jpg"
-    for path in (mine, theirs):
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"jpeg")
-    outside = tmp_path / "keep.jpg"
-    outside.write_bytes(b"jpeg")
-    janitor = UploadJanitor(cache)
-    janitor.track("session-1", mine)
-    janitor.track("session-1", outside)
-    janitor.track("session-2", theirs)
-    janitor.end_session("session-1")
-    assert not mine.exists() and not mine.parent.exists()  # the per-file folder goes too
-    assert outside.exists()  # never deletes outside Gradio's cache
-    assert theirs.exists()  # another session's upload stays
-    janitor.delete("session-2", theirs)
-    assert list(cache.iterdir()) == []
-    janitor.end_session("session-2")  # nothing left to do, no error
 
 
 def test_loading_progress_and_failure_are_shown():

@@ -39,5 +39,6 @@ class DifferentialPanel:
         how = "calibrated" if calibrated else "not calibrated"
         lines = [f"**Differential** (how likely the model finds each class's answer; {how}): {top}"]
         if result.abstained:
-            lines.append(f"⚠️ **{ABSTAIN_MESSAGE}**")
+            reason = getattr(result, "abstain_reason", None)  # given by newer versions of the scorer
+            lines.append(f"⚠️ **{ABSTAIN_MESSAGE}**" + (f" ({reason})" if reason else ""))
         return "\n\n".join(lines)

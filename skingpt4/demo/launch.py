@@ -1,45 +1,32 @@
 """`python demo.py --cfg-path eval_configs/X.yaml [--device cpu|cuda:N] [--port N] [--share] [--auth user:pass]`
 
 Private by default (docs/inference.md, Privacy): the server listens on 127.0.0.1 only, makes no public link unless --share,
-sends no analytics, keeps no run history in the browser, and deletes uploaded photos when a session ends.
+sends no analytics, keeps no run history in the browser, keeps each session's photo in a private folder deleted when
+the session ends, and removes every uploaded file when the server stops (uploads.py).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import tempfile
 from typing import Optional
 
 import gradio as gr
-from gradio.utils import get_upload_folder
 
 from skingpt4.chat.build import build_engine, read_chat_config
 from skingpt4.common.config import ConfigError
 from skingpt4.demo.app import build_demo
 from skingpt4.demo.loading import ModelLoader
-from skingpt4.demo.uploads import UploadJanitor
+from skingpt4.demo.layout import CSS, SETUP_JS
+from skingpt4.demo.uploads import UploadStore
 
 log = logging.getLogger("skingpt4.demo")
 
 # System fonts only: the default theme fetches Google Fonts, i.e. every page view would reach the internet.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-# The disclaimer stays on screen while the page scrolls. On a narrow screen (a phone) the chat column comes
-# first, so the conversation and the status line under the question box (where errors appear) are on the
-# first screen; the photo, the guideline and the settings follow.
-CSS = """
-#disclaimer {position: sticky; top: 0; z-index: 10; background: #fff4e5; padding: 0.4em 0.8em; border-radius: 6px;}
-#status {min-height: 1.5em;}
-#model-info {font-size: 0.85em; opacity: 0.85;}
-#chat .message, #chat .message-content {overflow-wrap: anywhere;}
-@media (max-width: 768px) {
-  #main {flex-direction: column;}
-  #main > .column {min-width: 0 !important; width: 100%;}
-  #chat-column {order: -1;}
-  #title h1 {font-size: 1.3em; margin: 0;}
-  #disclaimer {font-size: 0.78em; padding: 0.3em 0.6em;}
-  #chat {height: 38vh !important; min-height: 240px;}
-}
-"""
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -91,10 +78,38 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         build = lambda: build_engine(cfg, run)  # noqa: E731
     loader = ModelLoader(build).start()
-    demo = build_demo(loader, run.decoding, UploadJanitor(get_upload_folder()))
-    demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name="127.0.0.1", server_port=args.port, share=args.share, auth=auth,
-                max_file_size=args.max_file_size, theme=THEME, css=CSS, footer_links=[], run_history=False,
-                enable_monitoring=False, ssr_mode=False, mcp_server=False, pwa=False, show_error=False,
-                quiet=False)
+    gradio_temp_dir = os.environ.get("GRADIO_TEMP_DIR")
+    uploads = open_upload_store()
+    try:
+        demo = build_demo(loader, run.decoding, uploads)
+        demo.queue(default_concurrency_limit=1)
+        demo.launch(server_name="127.0.0.1", server_port=args.port, share=args.share, auth=auth,
+                    max_file_size=args.max_file_size, theme=THEME, css=CSS, js=SETUP_JS, footer_links=[],
+                    run_history=False, enable_monitoring=False, ssr_mode=False, mcp_server=False, pwa=False,
+                    show_error=False, quiet=False, blocked_paths=[str(uploads.sessions_dir)])
+    finally:  # Ctrl-C, SIGTERM or a failed start: nothing uploaded stays on disk
+        uploads.shutdown()
+        log.info("removed the demo's upload folder")
+        if gradio_temp_dir is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = gradio_temp_dir
     return 0
+
+
+def open_upload_store() -> UploadStore:
+    """The app's own folder (inside $GRADIO_TEMP_DIR if set, else the system temp folder), made Gradio's upload
+    cache for this process only, so sweeping it never touches another Gradio app's files. SIGTERM stops the
+    server like Ctrl-C, so the folder is removed then too."""
+    parent = os.environ.get("GRADIO_TEMP_DIR")
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    uploads = UploadStore(tempfile.mkdtemp(prefix="skingpt4-demo-", dir=parent or None)).start_sweeper()
+    os.environ["GRADIO_TEMP_DIR"] = str(uploads.cache_dir)
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    return uploads
+
+
+def _stop_like_ctrl_c(signum, frame):
+    raise KeyboardInterrupt
