@@ -44,7 +44,9 @@ def test_clinical_questions_as_json(tiny_assets, photo):
     assert abs(sum(d["probability"] for d in ranked) - 1) < 1e-5
     assert [d["probability"] for d in ranked] == sorted((d["probability"] for d in ranked), reverse=True)
     assert record["temperature"] == 1.0 and record["calibration_file"] is None
-    assert record["abstained"] is (ranked[0]["probability"] < record["abstain_below"])
+    # uncalibrated: labelled so, and it always abstains, whatever the top probability
+    assert record["calibrated"] is False and record["abstained"] is True
+    assert record["abstain_reason"] == "uncalibrated" and "not calibrated" in record["message"]
     # greedy: the same answers again
     torch.manual_seed(0)
     assert json.loads(run(["--cfg-path", CFG, "--image", photo, "--clinical", "--format", "json", "--greedy",

@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from typing import Optional, TextIO
@@ -22,8 +23,8 @@ from PIL import Image
 
 from skingpt4.chat.build import ChatRunConfig, build_engine, read_chat_config
 from skingpt4.chat.decoding import DecodingConfig
-from skingpt4.chat.differential import (ABSTAIN_MESSAGE, DEFAULT_ABSTAIN_BELOW, DifferentialScorer, calibration_path,
-                                        class_answers, read_calibration)
+from skingpt4.chat.calibration_file import read_calibration_file
+from skingpt4.chat.differential import DifferentialScorer, calibration_path, class_answers, load_calibration
 from skingpt4.chat.engine import ChatEngine, ChatInputError, Conversation
 from skingpt4.chat.notices import DISCLAIMER
 from skingpt4.chat.provenance import provenance, seeded
@@ -87,19 +88,16 @@ def answer_questions(engine: ChatEngine, conv: Conversation, questions, decoding
     return answers
 
 
-def differential_for(engine: ChatEngine, conv: Conversation) -> dict:
-    """The calibrated differential of the conversation's image (docs/inference.md): every class with its
-    probability, and whether the model abstains. Uncalibrated (no calibration file next to model.ckpt): T = 1."""
+def differential_for(engine: ChatEngine, conv: Conversation, image: Optional[Image.Image] = None) -> dict:
+    """The differential of the conversation's image (docs/inference.md): every class with its probability,
+    whether it is calibrated, and whether (and why) the model abstains: always when uncalibrated (no calibration
+    file next to model.ckpt), on a blank photo, on an image unlike the calibration's, and below the threshold."""
     model = engine.model
-    fitted = read_calibration(model.cfg.ckpt, model)
-    temperature = fitted["temperature"] if fitted else 1.0
-    abstain_below = fitted.get("abstain_below", DEFAULT_ABSTAIN_BELOW) if fitted else DEFAULT_ABSTAIN_BELOW
-    length_norm = fitted.get("length_norm", "none") if fitted else "none"  # the scores the temperature was fitted on
-    result = DifferentialScorer(model, class_answers(), length_norm=length_norm).differential(
-        conv.image_embeds, temperature, abstain_below)
-    return {**result.as_json(), "abstain_below": abstain_below,
-            "calibration_file": str(calibration_path(model.cfg.ckpt)) if fitted else None,
-            "message": ABSTAIN_MESSAGE if result.abstained else None}
+    calibration = load_calibration(model.cfg.ckpt, model)
+    scorer = (DifferentialScorer(model, class_answers(), calibration.question, calibration.length_norm)
+              if calibration else DifferentialScorer(model, class_answers()))
+    result = scorer.assess(conv.image_embeds, calibration, image)
+    return {**result.as_json(), "calibration_file": str(calibration_path(model.cfg.ckpt)) if calibration else None}
 
 
 def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str,
@@ -119,7 +117,8 @@ def format_answers(answers: list[dict], image: str, fmt: str, decoding: Decoding
     for i, item in enumerate(answers, 1):
         lines += [f"## {i}. {item['question']}", "", item["answer"] or "_(no answer)_", ""]
     if differential:
-        lines += ["## Differential (likelihood of each class's answer)", ""]
+        how = "calibrated" if differential["calibrated"] else "not calibrated"
+        lines += [f"## Differential (likelihood of each class's answer; {how})", ""]
         lines += [f"- {d['class']}: {100 * d['probability']:.1f}%" for d in differential["differential"][:3]]
         lines += ["", f"**{differential['message']}**" if differential["abstained"] else "", ""]
     return "\n".join(lines)
@@ -186,6 +185,8 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextI
         cfg, run = read_chat_config(args.cfg_path, args.options, args.device)
         decoding = decoding_from_args(args, run)
         image = load_image(args.image)  # before the model: loading a 13B LLM takes minutes
+        if cfg.model.get("ckpt") and os.path.lexists(calibration_path(cfg.model.ckpt)):
+            read_calibration_file(calibration_path(cfg.model.ckpt))  # a broken file: refused before loading too
         engine = build_engine(cfg, run)
         if args.clinical or args.ask:
             decoding = seeded(decoding)  # a sampled answer always records its seed: rerun with --seed to repeat it
@@ -193,7 +194,7 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextI
             answers = answer_questions(engine, conv, CLINICAL_PROMPTS if args.clinical else args.ask, decoding)
             record = provenance(engine.model, args.cfg_path, args.image, engine.template.name)
             print(format_answers(answers, args.image, args.format, decoding, engine.template.name,
-                                 differential_for(engine, conv), record), file=out)
+                                 differential_for(engine, conv, image), record), file=out)
         else:
             interactive(engine, image, decoding, stdin, out)
     except (ConfigError, ChatInputError) as err:
