@@ -1,5 +1,7 @@
-"""Statistics of a prepared set: concept counts (paper Table 1), class counts (Table 2) and Fitzpatrick
-skin-type counts where known — printed as a table, written as CSV and drawn as a bar chart PNG.
+"""Statistics of a prepared set: concept counts (paper Table 1), class counts (Table 2) and skin-type counts —
+printed as a table, written as CSV and drawn as a bar chart PNG. The two skin-tone scales of the sources are
+never mixed: Fitzpatrick types I-VI (Fitzpatrick17k) and DDI's bands I-II / III-IV / V-VI each get their own
+section and panel, and images without a skin type (or with a group of neither scale) a third.
 
     python -m data_prep.stats --src data/prepared/skincon --out data/stats/skincon
     -> data/stats/skincon/stats.csv (section,name,count) and data/stats/skincon/stats.png
@@ -18,9 +20,27 @@ from typing import Any, Optional
 from data_prep.common import PrepareError
 from skingpt4.common.config import ConfigError
 from skingpt4.datasets.image_text_pairs import read_annotations
+from skingpt4.evaluation.metrics import skin_scale
 
-SECTIONS = {"concepts": "Concept", "label": "Class", "skin_type": "Fitzpatrick skin type"}
+SECTIONS = {"concepts": "Concept", "label": "Class", "skin_type": "Skin type"}
 SKIN_TYPE_ORDER = ["I", "II", "III", "IV", "V", "VI", "I-II", "III-IV", "V-VI", "unknown"]
+# the skin_type section, shown per scale
+SCALE_SECTIONS = {"fitzpatrick": "Fitzpatrick skin type (I-VI)", "ddi": "DDI skin-tone band (I-II, III-IV, V-VI)",
+                  "other": "Skin type unknown or of another scale"}
+
+
+def shown_sections(stats: dict[str, list[tuple[str, int]]]) -> list[tuple[str, list[tuple[str, int]]]]:
+    """(title, rows) in display order, the skin types split by scale (only the scales present)."""
+    out = []
+    for section, rows in stats.items():
+        if section != "skin_type":
+            out.append((SECTIONS[section], rows))
+            continue
+        by_scale: dict[str, list[tuple[str, int]]] = {}
+        for name, count in rows:
+            by_scale.setdefault(skin_scale(name), []).append((name, count))
+        out += [(SCALE_SECTIONS[scale], by_scale[scale]) for scale in SCALE_SECTIONS if scale in by_scale]
+    return out
 
 
 def compute_stats(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, int]]]:
@@ -45,9 +65,9 @@ def compute_stats(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, in
 
 def format_table(stats: dict[str, list[tuple[str, int]]], total: int) -> str:
     lines = [f"{total} records"]
-    for section, rows in stats.items():
-        width = max(len(SECTIONS[section]), *(len(name) for name, _ in rows))
-        lines += ["", f"{SECTIONS[section]:<{width}}  {'count':>6}  {'share':>6}", "-" * (width + 16)]
+    for title, rows in shown_sections(stats):
+        width = max(len(title), *(len(name) for name, _ in rows))
+        lines += ["", f"{title:<{width}}  {'count':>6}  {'share':>6}", "-" * (width + 16)]
         lines += [f"{name:<{width}}  {count:>6}  {100 * count / total:5.1f}%" for name, count in rows]
     return "\n".join(lines)
 
@@ -56,21 +76,23 @@ def write_csv(stats: dict[str, list[tuple[str, int]]], path: Path) -> None:
     with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["section", "name", "count"])
-        for section, rows in stats.items():
-            writer.writerows([SECTIONS[section], name, count] for name, count in rows)
+        for title, rows in shown_sections(stats):
+            writer.writerows([title, name, count] for name, count in rows)
 
 
 def draw_chart(stats: dict[str, list[tuple[str, int]]], path: Path, title: str) -> None:
+    """One horizontal bar panel per section; each skin-type scale in its own panel, with its own axis."""
     import matplotlib
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(stats), 1, squeeze=False,
-                             figsize=(10, sum(1.5 + 0.22 * len(rows) for rows in stats.values())))
-    for ax, (section, rows) in zip(axes[:, 0], stats.items()):
+    sections = shown_sections(stats)
+    fig, axes = plt.subplots(len(sections), 1, squeeze=False,
+                             figsize=(10, sum(1.5 + 0.22 * len(rows) for _, rows in sections)))
+    for ax, (section, rows) in zip(axes[:, 0], sections):
         names, counts = [n for n, _ in rows][::-1], [c for _, c in rows][::-1]
         ax.barh(names, counts, color="#4c72b0")
-        ax.set_title(SECTIONS[section])
+        ax.set_title(f"{section}: {sum(counts)} images")
         ax.set_xlabel("images")
         ax.tick_params(axis="y", labelsize=8)
         for y, count in enumerate(counts):

@@ -1,6 +1,7 @@
 """The calibrated differential (docs/evaluation.md, "Differential"): the batched class scores equal scoring each class
 in its own plain forward pass; temperature fitting recovers a known temperature; ECE and Brier equal hand-computed
 values; the calibrate and differential tasks write and use the calibration next to the checkpoint."""
+import csv
 import json
 import math
 import shutil
@@ -17,6 +18,7 @@ from skingpt4.evaluation import tasks
 from skingpt4.chat.differential import (ClassAnswer, DifferentialScorer, calibration_path, class_answers,
                                         probabilities, reference_scores)
 from skingpt4.models import build_model
+from calibration_helpers import dermnet_folder
 
 
 def sharpened(template: str):
@@ -99,24 +101,44 @@ def labelled_cases(tmp_path_factory):
     return root
 
 
-def test_calibrate_then_differential_tasks(tiny_assets, labelled_cases, tmp_path):
+@pytest.fixture(scope="module")
+def synthetic_cases(tmp_path_factory):
+    """Validation and test folders of the tiny world's drawings: 8 classes x 4 images each."""
+    root = tmp_path_factory.mktemp("synthetic")
+    return dermnet_folder(root / "val", 4, seed=1), dermnet_folder(root / "test", 4, seed=2)
+
+
+def test_calibrate_then_differential_tasks(tiny_assets, synthetic_cases, labelled_cases, tmp_path):
+    validation, test = synthetic_cases
     ckpt = tmp_path / "projection.pth"
     shutil.copy(tiny_assets / "projection.pth", ckpt)
     cfg = OmegaConf.create({"model": {"variant": "tiny", "ckpt": str(ckpt)},
-                            "evaluation": {"cases": str(labelled_cases),
-                                           "differential": {"validation_cases": str(labelled_cases),
+                            "evaluation": {"cases": str(test),
+                                           "differential": {"validation_cases": str(validation),
                                                             "abstain_below": 0.2}}})
     engine = ChatEngine(build_model(cfg.model))
     fitted = tasks.TASKS["calibrate"].run(tasks.EvalContext(cfg, tmp_path / "cal", chat=engine))
     record = json.loads(calibration_path(ckpt).read_text())
-    assert record["temperature"] == fitted["temperature"] > 0 and record["n"] == 8
+    assert record["format"] == "skingpt4-calibration" and record["version"] == 2
+    assert record["temperature"] == fitted["temperature"] and 1e-3 * 1.01 < record["temperature"] < 1e3 / 1.01
+    assert record["n"] == 32 and len(record["ood"]["features"]) == 32 and record["ood"]["threshold"] > 0
     assert record["nll_after"] <= record["nll_before"] + 1e-12  # the fit never does worse on what it was fitted on
 
     summary = tasks.TASKS["differential"].run(tasks.EvalContext(cfg, tmp_path / "diff", chat=engine))
-    assert summary["temperature"] == record["temperature"] and summary["after"]["n"] == 8
+    assert summary["temperature"] == record["temperature"] and summary["after"]["n"] == 32
+    assert summary["calibrated"] is True and summary["ood_threshold"] == record["ood"]["threshold"]
     assert {"top1", "top3", "ece", "brier"} <= set(summary["before"]) and len(summary["coverage_accuracy"]) == 20
     for name in ("differential.csv", "reliability.png", "coverage_accuracy.png", "summary.json"):
         assert (tmp_path / "diff" / name).is_file(), name
+    rows = list(csv.DictReader((tmp_path / "diff" / "differential.csv").open()))
+    assert {r["abstain_reason"] for r in rows} <= {"", "out_of_distribution", "low_confidence"}
+    assert all(float(r["ood_distance"]) >= 0 for r in rows)
+
+    # 8 cases, and a temperature the search ran into: refused, and the good file is left as it was
+    bad = OmegaConf.merge(cfg, {"evaluation": {"differential": {"validation_cases": str(labelled_cases)}}})
+    with pytest.raises(cal.CalibrationRefused, match=r"calibration not saved .*only 8 validation case\(s\)"):
+        tasks.TASKS["calibrate"].run(tasks.EvalContext(bad, tmp_path / "cal2", chat=engine))
+    assert json.loads(calibration_path(ckpt).read_text()) == record
 
     with torch.no_grad():  # another projection: the calibration no longer belongs to it
         engine.model.llama_proj.bias.add_(1.0)

@@ -27,6 +27,7 @@ class ChatRunConfig:
     max_question_chars: int = 4000       # longer messages are refused with a message
     kv_cache: str = "dynamic"            # dynamic | static (preallocated buffers; docs/performance.md)
     compile_decoding: bool = False       # torch.compile the decoding step (needs kv_cache: static)
+    untrained_projection: bool = False   # true: model.ckpt may be null (a random projection, on purpose)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
 

@@ -4,8 +4,10 @@
     python -m skingpt4.chat --cfg-path eval_configs/skingpt4_tiny.yaml --image photo.jpg --clinical --format json
     python -m skingpt4.chat --cfg-path ... --image photo.jpg --ask "What's wrong with my skin?" --greedy
 
-Interactive commands: /image PATH (a new photo, new conversation), /reset (start over with the same photo),
-/quit (or Ctrl-D). Nothing is written to disk; nothing leaves the machine.
+Interactive commands (never sent to the model): /help, /image PATH (a new photo, new conversation), /reset
+(start over with the same photo), /differential (the photo's class probabilities), /quit (or Ctrl-D). A sampling
+flag (--temperature, --top-p, --seed) switches sampling on over a greedy config. Nothing is written to disk;
+nothing leaves the machine.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import sys
 import time
 from typing import Optional, TextIO
@@ -22,8 +25,8 @@ from PIL import Image
 
 from skingpt4.chat.build import ChatRunConfig, build_engine, read_chat_config
 from skingpt4.chat.decoding import DecodingConfig
-from skingpt4.chat.differential import (ABSTAIN_MESSAGE, DEFAULT_ABSTAIN_BELOW, DifferentialScorer, calibration_path,
-                                        class_answers, read_calibration)
+from skingpt4.chat.calibration_file import read_calibration_file
+from skingpt4.chat.differential import DifferentialScorer, calibration_path, class_answers, load_calibration
 from skingpt4.chat.engine import ChatEngine, ChatInputError, Conversation
 from skingpt4.chat.notices import DISCLAIMER
 from skingpt4.chat.provenance import provenance, seeded
@@ -51,24 +54,43 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+SAMPLING_FLAGS = (("temperature", "--temperature"), ("top_p", "--top-p"), ("seed", "--seed"))
+SEED_RANGE = (0, 2**63 - 1)  # what torch's generators take as a seed (int64)
+
+
 def add_decoding_arguments(parser: argparse.ArgumentParser, title: str, beams: bool = True) -> None:
     decoding = parser.add_argument_group(title)
     decoding.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     if beams:
         decoding.add_argument("--num-beams", type=int, help="beam search with N beams (implies --greedy)")
-    decoding.add_argument("--temperature", type=float)
-    decoding.add_argument("--top-p", type=float)
+    decoding.add_argument("--temperature", type=float, help="sampling temperature (switches sampling on)")
+    decoding.add_argument("--top-p", type=float, help="nucleus sampling (switches sampling on)")
     decoding.add_argument("--max-new-tokens", type=int)
-    decoding.add_argument("--seed", type=int, help="reproducible sampling")
+    decoding.add_argument("--seed", type=int, help="reproducible sampling (switches sampling on)")
 
 
 def decoding_from_args(args: argparse.Namespace, run: ChatRunConfig) -> DecodingConfig:
+    """The config's decoding with the flags applied. A sampling flag (--temperature, --top-p, --seed) switches
+    sampling on over a greedy config, says so on stderr, and the recorded decoding shows it; with an explicit
+    --greedy or --num-beams > 1 it is an error, as is a seed torch cannot take."""
+    seed = args.seed
+    if seed is not None and not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(f"--seed must be an integer in [0, 2^63 - 1], got {seed}")
     changes = {key: value for key, value in (("temperature", args.temperature), ("top_p", args.top_p),
-                                              ("max_new_tokens", args.max_new_tokens), ("seed", args.seed),
+                                              ("max_new_tokens", args.max_new_tokens), ("seed", seed),
                                               ("num_beams", getattr(args, "num_beams", None)))
                if value is not None}
-    if args.greedy or (getattr(args, "num_beams", None) or 1) > 1:
+    sampling = [flag for key, flag in SAMPLING_FLAGS if getattr(args, key) is not None]
+    deterministic = "--greedy" if args.greedy else "--num-beams" if (getattr(args, "num_beams", None) or 1) > 1 else None
+    if deterministic and sampling:
+        raise ConfigError(f"{', '.join(sampling)} set(s) sampling, but {deterministic} asks for deterministic decoding; "
+                          "drop one of them")
+    if deterministic:
         changes["do_sample"] = False
+    elif sampling and not run.decoding.do_sample:
+        changes["do_sample"] = True
+        changes["num_beams"] = 1
+        print(f"note: sampling switched on by {', '.join(sampling)} (the config decodes greedily)", file=sys.stderr)
     try:
         return dataclasses.replace(run.decoding, **changes)  # validated again by DecodingConfig
     except ValueError as err:
@@ -87,19 +109,16 @@ def answer_questions(engine: ChatEngine, conv: Conversation, questions, decoding
     return answers
 
 
-def differential_for(engine: ChatEngine, conv: Conversation) -> dict:
-    """The calibrated differential of the conversation's image (docs/inference.md): every class with its
-    probability, and whether the model abstains. Uncalibrated (no calibration file next to model.ckpt): T = 1."""
+def differential_for(engine: ChatEngine, conv: Conversation, image: Optional[Image.Image] = None) -> dict:
+    """The differential of the conversation's image (docs/inference.md): every class with its probability,
+    whether it is calibrated, and whether (and why) the model abstains: always when uncalibrated (no calibration
+    file next to model.ckpt), on a blank photo, on an image unlike the calibration's, and below the threshold."""
     model = engine.model
-    fitted = read_calibration(model.cfg.ckpt, model)
-    temperature = fitted["temperature"] if fitted else 1.0
-    abstain_below = fitted.get("abstain_below", DEFAULT_ABSTAIN_BELOW) if fitted else DEFAULT_ABSTAIN_BELOW
-    length_norm = fitted.get("length_norm", "none") if fitted else "none"  # the scores the temperature was fitted on
-    result = DifferentialScorer(model, class_answers(), length_norm=length_norm).differential(
-        conv.image_embeds, temperature, abstain_below)
-    return {**result.as_json(), "abstain_below": abstain_below,
-            "calibration_file": str(calibration_path(model.cfg.ckpt)) if fitted else None,
-            "message": ABSTAIN_MESSAGE if result.abstained else None}
+    calibration = load_calibration(model.cfg.ckpt, model)
+    scorer = (DifferentialScorer(model, class_answers(), calibration.question, calibration.length_norm)
+              if calibration else DifferentialScorer(model, class_answers()))
+    result = scorer.assess(conv.image_embeds, calibration, image)
+    return {**result.as_json(), "calibration_file": str(calibration_path(model.cfg.ckpt)) if calibration else None}
 
 
 def format_answers(answers: list[dict], image: str, fmt: str, decoding: DecodingConfig, template: str,
@@ -119,40 +138,74 @@ def format_answers(answers: list[dict], image: str, fmt: str, decoding: Decoding
     for i, item in enumerate(answers, 1):
         lines += [f"## {i}. {item['question']}", "", item["answer"] or "_(no answer)_", ""]
     if differential:
-        lines += ["## Differential (likelihood of each class's answer)", ""]
-        lines += [f"- {d['class']}: {100 * d['probability']:.1f}%" for d in differential["differential"][:3]]
-        lines += ["", f"**{differential['message']}**" if differential["abstained"] else "", ""]
+        lines += [format_differential(differential), ""]
     return "\n".join(lines)
+
+
+def format_differential(differential: dict) -> str:
+    """The three likeliest classes, whether calibrated, and the abstention message (Markdown)."""
+    how = "calibrated" if differential.get("calibrated") else "not calibrated"
+    lines = [f"## Differential (likelihood of each class's answer; {how})", ""]
+    lines += [f"- {d['class']}: {100 * d['probability']:.1f}%" for d in (differential.get("differential") or [])[:3]]
+    if differential.get("abstained"):
+        lines += ["", f"**{differential['message']}**"]
+    return "\n".join(lines)
+
+
+COMMANDS = {
+    "/help": "this list",
+    "/image PATH": "a new photo (a new conversation about it)",
+    "/reset": "start over with the same photo",
+    "/differential": "every class's probability for the photo, and whether the model abstains",
+    "/quit": "leave (also /exit or Ctrl-D)",
+}
+HELP = "\n".join(["Commands (a line starting with / is never sent to the model; start a question with // to "
+                  "ask one that begins with /):"] + [f"  {name:<15} {what}" for name, what in COMMANDS.items()])
 
 
 def interactive(engine: ChatEngine, image: Image.Image, decoding: DecodingConfig, stdin: TextIO, out: TextIO) -> None:
     print(DISCLAIMER, file=out)
-    print("Type a question about the photo; /image PATH for another photo, /reset to start over, /quit to leave.",
-          file=out)
+    print("Type a question about the photo; /help lists the commands, /quit leaves.", file=out)
     conv = engine.new_conversation(image)
     while True:
         out.write("\nYou: ")
         out.flush()
         line = stdin.readline()
-        if not line or line.strip() in ("/quit", "/exit"):
+        if not line:
             out.write("\n")
             return
         line = line.strip()
-        if line == "/reset":
-            conv = engine.new_conversation(image)
-            print("(new conversation about the same photo)", file=out)
-            continue
-        if line.startswith("/image"):
-            path = line[len("/image"):].strip()
-            try:
-                image = load_image(path)
+        if line.startswith("/") and not line.startswith("//"):
+            command, _, argument = line.partition(" ")
+            command = command.lower()
+            if command in ("/quit", "/exit"):
+                out.write("\n")
+                return
+            if command == "/help":
+                print(HELP, file=out)
+            elif command == "/reset":
                 conv = engine.new_conversation(image)
-                print(f"(new conversation about {path})", file=out)
-            except ImageError as err:
-                print(f"Cannot use that image ({err.reason}): {err.detail}. The previous photo is kept.", file=out)
+                print("(new conversation about the same photo)", file=out)
+            elif command == "/image":
+                path = argument.strip()
+                if not path:
+                    print("Usage: /image PATH", file=out)
+                    continue
+                try:
+                    image = load_image(path)
+                    conv = engine.new_conversation(image)
+                    print(f"(new conversation about {path})", file=out)
+                except ImageError as err:
+                    print(f"Cannot use that image ({err.reason}): {err.detail}. The previous photo is kept.", file=out)
+            elif command == "/differential":
+                print(format_differential(differential_for(engine, conv, image)), file=out)
+            else:
+                print(f"Unknown command {command}; /help lists the commands (nothing was sent to the model).",
+                      file=out)
             continue
+        question = line[1:] if line.startswith("//") else line
         try:
-            stream_reply(engine, conv, line, decoding, out)
+            stream_reply(engine, conv, question, decoding, out)
         except ChatInputError as err:
             print(err, file=out)
 
@@ -178,14 +231,25 @@ def stream_reply(engine: ChatEngine, conv: Conversation, question: str, decoding
                   "longer in the model's view. The photo is kept. /reset starts over.)\n")
 
 
+def require_projection(cfg, run: ChatRunConfig) -> None:
+    """No `model.ckpt` means a projection drawn at random: every answer would be noise dressed as a diagnosis.
+    Allowed only when the config says so (`run.untrained_projection: true`, e.g. to test the plumbing)."""
+    if not cfg.model.get("ckpt") and not run.untrained_projection:
+        raise ConfigError("model.ckpt is null: the projection would be drawn at random and every answer meaningless; "
+                          "set model.ckpt to a projection checkpoint, or run.untrained_projection=true to mean it")
+
+
 def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> int:
     args = parse_args(argv)
     # What was loaded from where goes to stderr, so that stdout stays the chat (or clean JSON/Markdown).
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(name)s: %(message)s")
     try:
         cfg, run = read_chat_config(args.cfg_path, args.options, args.device)
+        require_projection(cfg, run)
         decoding = decoding_from_args(args, run)
         image = load_image(args.image)  # before the model: loading a 13B LLM takes minutes
+        if cfg.model.get("ckpt") and os.path.lexists(calibration_path(cfg.model.ckpt)):
+            read_calibration_file(calibration_path(cfg.model.ckpt))  # a broken file: refused before loading too
         engine = build_engine(cfg, run)
         if args.clinical or args.ask:
             decoding = seeded(decoding)  # a sampled answer always records its seed: rerun with --seed to repeat it
@@ -193,7 +257,7 @@ def main(argv: Optional[list[str]] = None, stdin: TextIO = sys.stdin, out: TextI
             answers = answer_questions(engine, conv, CLINICAL_PROMPTS if args.clinical else args.ask, decoding)
             record = provenance(engine.model, args.cfg_path, args.image, engine.template.name)
             print(format_answers(answers, args.image, args.format, decoding, engine.template.name,
-                                 differential_for(engine, conv), record), file=out)
+                                 differential_for(engine, conv, image), record), file=out)
         else:
             interactive(engine, image, decoding, stdin, out)
     except (ConfigError, ChatInputError) as err:

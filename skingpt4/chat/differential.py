@@ -10,26 +10,50 @@ near-certain continuation tokens): docs/evaluation.md, "Differential". All class
 in one batched forward pass that reuses the prompt: the prompt runs once, its KV cache is repeated for the classes,
 and the answers run as one right-padded batch. Probabilities are softmax(score / T); T is fitted on a validation
 split (`evaluate.py --task calibrate`) and kept in a file next to the projection checkpoint
-(`<checkpoint stem>.calibration.json`), tied by its SHA-256 to the projection it was fitted for. When the top
-probability is below `abstain_below`, the answer is "unsure, see a dermatologist".
+(`<checkpoint stem>.calibration.json`, read strictly by `calibration_file.py`), tied by its SHA-256 to the
+projection it was fitted for.
+
+`DifferentialScorer.assess` is what chat and the demo show: it abstains ("unsure, see a dermatologist") with a
+reason, checked in this order: `out_of_distribution` (the photo is blank or noise, `ood.py`), `uncalibrated` (no
+calibration file: the probabilities are then softmax(score) and mean nothing), `out_of_distribution` (the image
+is farther from every validation image than the calibration's threshold), `low_confidence` (the top probability
+is below `abstain_below`). Non-finite scores (a broken model) are an error, never NaN probabilities.
 """
 from __future__ import annotations
 
-import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 
+from skingpt4.chat.calibration_file import (LENGTH_NORMS, Calibration, CalibrationError, read_calibration_file,
+                                            write_calibration_file)
+from skingpt4.chat.ood import pixel_check
 from skingpt4.common.class_table import class_sentence, read_class_table
 from skingpt4.common.config import ConfigError
 from skingpt4.models.identity import model_identity
 from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
-LENGTH_NORMS = ("none", "mean")  # a class's score: its answer's log-likelihood, or that per answer token
 ABSTAIN_MESSAGE = "Unsure: the model is not confident about this image. Please see a dermatologist."
-DEFAULT_ABSTAIN_BELOW = 0.5  # used when no calibration file sets its own threshold
+ABSTAIN_MESSAGES = {  # by abstain_reason (out_of_distribution: by the check that found it)
+    "uncalibrated": "Unsure: this model's probabilities are not calibrated, so it names no diagnosis. Please see a "
+                    "dermatologist.",
+    "out_of_distribution": "Unsure: this image is unlike the images the model was checked on. Please see a "
+                           "dermatologist.",
+    "blank": "Unsure: the photo looks blank (almost no detail). Please retake it, or see a dermatologist.",
+    "noise": "Unsure: the photo shows no shapes, only noise. Please retake it, or see a dermatologist.",
+    "low_confidence": ABSTAIN_MESSAGE,
+}
+DEFAULT_ABSTAIN_BELOW = 0.5  # the config's default threshold (evaluation.differential.abstain_below)
+
+
+class ScoreError(ConfigError):
+    """The model gave non-finite class scores: its weights or inputs are broken, and no probability is honest.
+    A ConfigError, as a damaged checkpoint is (the fix: point the config at sound weights)."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +70,28 @@ class Differential:
     scores: dict[str, float]          # class -> log-likelihood of its answer (uncalibrated)
     temperature: float
     abstained: bool
+    calibrated: bool = False
+    abstain_reason: Optional[str] = None       # uncalibrated | out_of_distribution | low_confidence
+    abstain_below: Optional[float] = None
+    ood: Optional[dict] = None   # "check": blank | noise | distance, with what it measured (and the threshold)
 
     @property
     def top(self) -> str:
         return self.ranked[0][0]
 
+    @property
+    def message(self) -> Optional[str]:
+        if not self.abstained:
+            return None
+        check = (self.ood or {}).get("check")
+        key = check if self.abstain_reason == "out_of_distribution" and check in ABSTAIN_MESSAGES else None
+        return ABSTAIN_MESSAGES[key or self.abstain_reason or "low_confidence"]
+
     def as_json(self) -> dict:
         return {"differential": [{"class": c, "probability": round(p, 6)} for c, p in self.ranked],
-                "abstained": self.abstained, "temperature": self.temperature}
+                "abstained": self.abstained, "abstain_reason": self.abstain_reason if self.abstained else None,
+                "calibrated": self.calibrated, "temperature": self.temperature, "abstain_below": self.abstain_below,
+                "ood": self.ood, "message": self.message}
 
 
 def class_answers(class_file: Optional[str] = None) -> list[ClassAnswer]:
@@ -63,9 +101,13 @@ def class_answers(class_file: Optional[str] = None) -> list[ClassAnswer]:
 
 
 def probabilities(scores: torch.Tensor, temperature: float) -> torch.Tensor:
-    """softmax(scores / T) over the last dimension."""
+    """softmax(scores / T) over the last dimension; non-finite scores are a ScoreError."""
     if not temperature > 0:
         raise ValueError(f"the temperature must be > 0, got {temperature}")
+    if not torch.isfinite(scores).all():
+        bad = int((~torch.isfinite(scores)).sum())
+        raise ScoreError(f"the model gave {bad} non-finite class score(s) (NaN or infinity): its weights or inputs "
+                         "are broken, so no probability can be given; check model.ckpt and the model's weights")
     return torch.softmax(scores.double() / temperature, dim=-1)
 
 
@@ -116,7 +158,35 @@ class DifferentialScorer:
         order = torch.argsort(probs, descending=True).tolist()
         ranked = [(self.classes[i], float(probs[i])) for i in order]
         abstained = abstain_below is not None and ranked[0][1] < abstain_below
-        return Differential(ranked, dict(zip(self.classes, scores.tolist())), temperature, abstained)
+        return Differential(ranked, dict(zip(self.classes, scores.tolist())), temperature, abstained,
+                            abstain_reason="low_confidence" if abstained else None, abstain_below=abstain_below)
+
+    def assess(self, image_embeds: torch.Tensor, calibration: Optional[Calibration],
+               image: Optional[Image.Image | np.ndarray] = None) -> Differential:
+        """What chat and the demo show for one image: its differential under `calibration` (None: uncalibrated,
+        T = 1, always abstains), abstaining when `image` (the photo, when given: PIL or an RGB array) is blank or
+        noise, when the image is out of the calibration's distribution, and below its threshold. The calibration
+        must have been fitted with this scorer's length_norm and question (`check_calibration_fits`)."""
+        if calibration is not None:
+            check_calibration_fits(calibration, self.length_norm, self.question)
+        temperature = calibration.temperature if calibration else 1.0
+        threshold = calibration.abstain_below if calibration else DEFAULT_ABSTAIN_BELOW
+        result = self.differential(image_embeds, temperature, threshold)
+        result.calibrated = calibration is not None
+        reason, ood = None, pixel_check(image) if image is not None else None
+        if ood is not None:
+            reason = "out_of_distribution"
+        elif calibration is None:
+            reason = "uncalibrated"
+        else:
+            ood = {"check": "distance", "distance": round(calibration.ood.distance(image_embeds), 6),
+                   "threshold": round(calibration.ood.threshold, 6)}
+            if ood["distance"] > ood["threshold"]:
+                reason = "out_of_distribution"
+            elif result.abstained:
+                reason = "low_confidence"
+        result.abstained, result.abstain_reason, result.ood = reason is not None, reason, ood
+        return result
 
 
 def reference_scores(model, image_embeds: torch.Tensor, question: str, answers: Sequence[ClassAnswer],
@@ -136,37 +206,45 @@ def reference_scores(model, image_embeds: torch.Tensor, question: str, answers: 
     return out
 
 
+
 # ------------------------------------------------------------------------------------------------ calibration file
 def calibration_path(checkpoint: str | Path) -> Path:
     checkpoint = Path(checkpoint)
     return checkpoint.with_name(f"{checkpoint.stem}.calibration.json")
 
 
-def write_calibration(checkpoint: str | Path, record: dict) -> Path:
-    path = calibration_path(checkpoint)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(path)
-    return path
+def write_calibration(checkpoint: str | Path, calibration: Calibration) -> Path:
+    return write_calibration_file(calibration_path(checkpoint), calibration)
 
 
-def read_calibration(checkpoint: Optional[str | Path], model) -> Optional[dict]:
-    """The calibration fitted for this model's projection, or None when there is none. A file fitted for another
-    projection (the checkpoint was retrained) is an error: its temperature would mislead."""
+def load_calibration(checkpoint: Optional[str | Path], model) -> Optional[Calibration]:
+    """The calibration fitted for this model's projection, or None when there is none (no checkpoint, or no file
+    next to it). A file that fails the strict checks, or was fitted for another projection (the checkpoint was
+    retrained), is a CalibrationError: its numbers would mislead."""
     if not checkpoint:
         return None
     path = calibration_path(checkpoint)
-    if not path.is_file():
+    if not os.path.lexists(path):
         return None
-    try:
-        record = json.loads(path.read_text())
-        temperature = float(record["temperature"])
-    except (ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"calibration file '{path}' is unreadable ({err}); delete it or fit again "
-                          "(evaluate.py --task calibrate)") from None
-    if record.get("projection_sha256") != model_identity(model)["projection_sha256"]:
-        raise ConfigError(f"calibration file '{path}' was fitted for another projection than '{checkpoint}' holds; "
-                          "fit again (evaluate.py --task calibrate) or delete it")
-    if not temperature > 0:
-        raise ConfigError(f"calibration file '{path}': temperature must be > 0, got {temperature}")
-    return record
+    calibration = read_calibration_file(path)
+    if calibration.projection_sha256 != model_identity(model)["projection_sha256"]:
+        raise CalibrationError(f"calibration file '{path}' was fitted for another projection than '{checkpoint}' "
+                               "holds; fit again (evaluate.py --task calibrate) or delete it")
+    return calibration
+
+
+def read_calibration(checkpoint: Optional[str | Path], model) -> Optional[dict]:
+    """`load_calibration` as the file's JSON object (validated), for readers that want a dict."""
+    calibration = load_calibration(checkpoint, model)
+    return calibration.as_json() if calibration else None
+
+
+def check_calibration_fits(calibration: Calibration, length_norm: str, question: str) -> None:
+    """A temperature fitted on scores computed another way does not apply: refuse it, naming both."""
+    where = f"calibration file '{calibration.path}'"
+    if calibration.length_norm != length_norm:
+        raise CalibrationError(f"{where} was fitted with length_norm={calibration.length_norm}, the scores here use "
+                               f"length_norm={length_norm}; use the same setting or fit again")
+    if calibration.question != question:
+        raise CalibrationError(f"{where} was fitted for the question {calibration.question!r}, the scores here are "
+                               f"for {question!r}; use the same question or fit again")

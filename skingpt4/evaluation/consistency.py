@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from skingpt4.evaluation.extract import UNKNOWN
-from skingpt4.evaluation.tables import ratio, save_figure, write_csv
+from skingpt4.evaluation.tables import ratio, save_figure, short_labels, write_csv
 
 
 def majority(labels: Sequence[str]) -> tuple[str, int]:
@@ -86,7 +86,9 @@ def plot(cases: Sequence[CaseConsistency], summary: dict, path: Path) -> Path:
     ax.bar(x, unknown, bottom=named, color="#bdbdbd", hatch="//", label="agree on unknown (no class named)")
     ax.axhline(100 * summary["consistency_ratio"], color="#d73027", linestyle="--",
                label=f"overall {100 * summary['consistency_ratio']:.2f}%")
-    ax.set_xticks(list(x), [c.case_id for c in cases], rotation=90, fontsize=7)
+    # long case ids (a Dermnet folder and file name) would squeeze the bars: at most 24 characters each; the
+    # full ids are in consistency_per_case.csv
+    ax.set_xticks(list(x), short_labels([c.case_id for c in cases]), rotation=90, fontsize=7)
     ax.set_ylim(0, 105)
     ax.set_ylabel("runs agreeing with majority (%)")
     ax.set_title(f"Diagnosis consistency over {summary['runs']} runs of {summary['cases']} cases "

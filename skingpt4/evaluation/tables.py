@@ -86,3 +86,37 @@ def clean_nan(data):
     if isinstance(data, list):
         return [clean_nan(v) for v in data]
     return none_if_nan(data)
+
+
+LABEL_CHARS = 24  # the longest case label on a plot axis
+
+
+def _shorten(text: str, width: int) -> str:
+    """`text`, or its start and end around an ellipsis, in at most `width` characters."""
+    if len(text) <= width:
+        return text
+    head = (width - 1) // 2
+    return text[:head] + "\u2026" + text[len(text) - (width - 1 - head):]
+
+
+def _initials(folder: str) -> str:
+    words = folder.replace("_", " ").replace("-", " ").split()
+    return "".join(word[0] for word in words if word[0].isalnum())[:4]
+
+
+def _distinct(labels: list[str], relabel) -> list[str]:
+    """`labels`, with every label that occurs more than once replaced by `relabel(index)`."""
+    counts = {label: labels.count(label) for label in labels}
+    return [relabel(i) if counts[label] > 1 else label for i, label in enumerate(labels)]
+
+
+def short_labels(case_ids: Sequence[str], width: int = LABEL_CHARS) -> list[str]:
+    """Readable axis labels of at most `width` characters, one per case and all different: the file name of a
+    case id ('Eczema Photos/synthetic-test-05-0003' -> 'synthetic-test-05-0003'); where file names repeat across
+    folders, the folder's initials in front ('EP/case-0'); shortened around an ellipsis; numbered if still equal."""
+    ids = [str(c).rstrip("/") for c in case_ids]
+    stems = [c.rsplit("/", 1)[-1] for c in ids]
+    labels = [_shorten(stem, width) for stem in stems]
+    labels = _distinct(labels, lambda i: _shorten(f"{_initials(ids[i].rsplit('/', 1)[0])}/{stems[i]}"
+                                                  if "/" in ids[i] else stems[i], width))
+    return _distinct(labels, lambda i: _shorten(f"{i + 1}:{labels[i]}", width))

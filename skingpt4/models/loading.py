@@ -3,7 +3,8 @@
 The vision encoder, ln_vision, Q-Former and query tokens come from `model.blip2_hf_dir` (a transformers BLIP-2
 snapshot) or from `model.vit_model` + `model.q_former_model` (the original's files); there is no random
 initialisation of a frozen part. Key names are converted by the functions next to each module (`eva_vit.py`,
-`qformer.py`); files are read by `checkpoints.py`. Every load is strict and reported.
+`qformer.py`); files are read by `checkpoints.py`. Every load is strict and reported, and weights that are not
+all finite (NaN or infinity: a diverged or damaged run) are refused before they reach the model.
 """
 from __future__ import annotations
 
@@ -22,6 +23,19 @@ from skingpt4.models.qformer import lavis_to_ours
 log = logging.getLogger("skingpt4.model")
 
 
+def require_finite(state: dict, source: str, key: Optional[str] = None) -> None:
+    """A state dict with a NaN or infinite value is a CheckpointError naming the file, the tensor and the count:
+    loaded, it would make every answer and every probability NaN."""
+    for name in sorted(state):
+        tensor = state[name]
+        if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            where = f"config key '{key}': " if key else ""
+            raise ckpt_io.CheckpointError(
+                f"{where}'{source}' holds non-finite weights (NaN or infinity) in '{name}' ({bad} of "
+                f"{tensor.numel()} values): the file is damaged or its run diverged; use another checkpoint")
+
+
 def load_frozen_weights(model: nn.Module, cfg) -> list[ckpt_io.LoadReport]:
     if cfg.blip2_hf_dir:
         if cfg.vit_model or cfg.q_former_model:
@@ -30,10 +44,12 @@ def load_frozen_weights(model: nn.Module, cfg) -> list[ckpt_io.LoadReport]:
     what_qf = "blip2_pretrained_flant5xxl.pth (the BLIP-2 checkpoint with the Q-Former), or set model.blip2_hf_dir"
     qf_path = require_path(cfg.q_former_model, "model.q_former_model", what_qf, "file")
     blip2 = ckpt_io.state_dict_of(ckpt_io.read_checkpoint(qf_path, "model.q_former_model"), qf_path)
+    require_finite(blip2, str(qf_path), "model.q_former_model")
 
     if cfg.vit_model:
         vit_path = require_path(cfg.vit_model, "model.vit_model", "eva_vit_g.pth (EVA-ViT-g weights)", "file")
         vit_sd = ckpt_io.state_dict_of(ckpt_io.read_checkpoint(vit_path, "model.vit_model"), vit_path)
+        require_finite(vit_sd, str(vit_path), "model.vit_model")
         vit_source = str(vit_path)
     elif any(k.startswith("visual_encoder.") for k in blip2):
         vit_sd = {k[len("visual_encoder."):]: v for k, v in blip2.items() if k.startswith("visual_encoder.")}
@@ -57,6 +73,7 @@ def load_frozen_weights(model: nn.Module, cfg) -> list[ckpt_io.LoadReport]:
 def load_from_hf_blip2(model: nn.Module, directory: str, cfg) -> list[ckpt_io.LoadReport]:
     path = require_path(directory, "model.blip2_hf_dir", "a transformers BLIP-2 snapshot directory", "dir")
     config, weights = ckpt_io.read_hf_blip2_parts(path)
+    require_finite(weights, str(path), "model.blip2_hf_dir")
     vcfg, qcfg = config.get("vision_config", {}), config.get("qformer_config", {})
     for ours, theirs, name in ((cfg.vision.width, vcfg.get("hidden_size", 1408), "vision hidden size"),
                                (cfg.qformer.hidden_size, qcfg.get("hidden_size", 768), "Q-Former hidden size")):
@@ -89,6 +106,7 @@ def load_trained_checkpoint(model: nn.Module, path: str, key: str = "model.ckpt"
     with adapters (a LoRA step 2 starting from a step-1 projection) leaves the adapters freshly initialised."""
     require_path(path, key, "a SkinGPT-4 / MiniGPT-4 checkpoint (.pth) with the projection", "file")
     state = ckpt_io.state_dict_of(ckpt_io.read_checkpoint(path, key), path)
+    require_finite(state, str(path), key)
     adapters = sorted(k for k in state if ADAPTER_MARKER in k)
     if not adapters:
         report = load_projection(model, path, key)
@@ -112,4 +130,11 @@ def load_projection(model: nn.Module, path: str, key: str = "model.ckpt") -> ckp
     """The projection of a SkinGPT-4 / MiniGPT-4 checkpoint (stored as llama_proj / llm_proj /
     language_projection) into `model.llama_proj`."""
     require_path(path, key, "a SkinGPT-4 / MiniGPT-4 checkpoint (.pth) with the projection", "file")
-    return ckpt_io.load_projection(model.llama_proj, path, key)
+    before = {name: value.clone() for name, value in model.llama_proj.state_dict().items()}
+    report = ckpt_io.load_projection(model.llama_proj, path, key)
+    try:  # checked after the load (the file is read once); a refused projection is put back as it was
+        require_finite(dict(model.llama_proj.state_dict()), str(path), key)
+    except ckpt_io.CheckpointError:
+        model.llama_proj.load_state_dict(before)
+        raise
+    return report
