@@ -39,9 +39,10 @@ def tiny_assets(tmp_path_factory) -> Path:
     reused while the recipe's fingerprint is unchanged; each session works on its own copy (a few MB)."""
     import shutil
 
-    from skingpt4.tiny.assets import TinyRecipe, build_tiny_assets
+    from skingpt4.tiny.assets import TinyRecipe, build_tiny_assets, fingerprint
 
-    cached = build_tiny_assets(_cache_dir() / "tiny_assets_small", recipe=TinyRecipe.small())
+    recipe = TinyRecipe.small()  # one folder per fingerprint: checkouts of other versions never replace this one
+    cached = build_tiny_assets(_cache_dir() / f"tiny_assets_small-{fingerprint(recipe)[:12]}", recipe=recipe)
     path = tmp_path_factory.mktemp("tiny") / "tiny_assets"
     shutil.copytree(cached, path)
     os.environ["SKINGPT4_TINY_ASSETS"] = str(path)

@@ -201,7 +201,7 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, uploads: UploadSto
                 return gr.update()
             if session.differential is None:
                 try:
-                    session.differential = panel.markdown(engine, session.conv)
+                    session.differential = panel.markdown(engine, session.conv, session.image)
                 except Exception as err:  # the chat goes on without it; log the kind of failure, never the photo
                     log.error("the differential failed (%s)", type(err).__name__)
                     return f"Differential unavailable ({type(err).__name__})."

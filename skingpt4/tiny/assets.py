@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import io
 import json
@@ -174,6 +175,16 @@ def build_tiny_assets(out_dir: str | Path, seed: int = 0, recipe: Optional[TinyR
     """Build (or find already built) the tiny assets of `recipe` (default: the full recipe with `seed`)."""
     recipe = recipe or TinyRecipe(seed=seed)
     out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Two processes building into one folder (test sessions side by side, the main job beside the tests) would
+    # tear each other's half-written files: the build holds an exclusive lock on a file beside the folder, and the
+    # second process finds the first one's build done.
+    with open(out.with_name(out.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_unless_built(out, recipe, progress, log)
+
+
+def _build_unless_built(out: Path, recipe: TinyRecipe, progress: bool, log) -> Path:
     if is_built(out, recipe):
         (log or (lambda m: None))(f"tiny assets in {out} are up to date (recipe {fingerprint(recipe)[:12]})")
         return out
