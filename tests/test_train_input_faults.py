@@ -166,3 +166,13 @@ def test_log_lines_are_printed_above_the_progress_bar_not_across_it(train_data, 
     for line in logged:  # what follows the bar's last carriage return starts with the log format, not bar text
         assert re.match(r"^\d\d:\d\d:\d\d \[rank 0\] skingpt4.train: step \d/6 loss", line.split("\r")[-1]), line
     assert "train: 100%" in proc.stderr  # the bar was drawn
+
+
+def test_an_older_checkpoint_without_its_schedule_is_checked_by_its_step():
+    from skingpt4.common.config import ConfigError
+    from skingpt4.runners.runner import check_resume_schedule
+
+    check_resume_schedule({"step": 2}, "old.pth", 1, 2)  # within the schedule: resumes
+    with pytest.raises(ConfigError, match=r"^config key 'run.resume_ckpt_path': 'old.pth' is step 200, beyond the 2 "
+                                          r"steps this config trains \(1 x 2\); "):
+        check_resume_schedule({"step": 200}, "old.pth", 1, 2)
