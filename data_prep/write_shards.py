@@ -4,8 +4,10 @@ for large sets and remote storage (docs/datasets.md).
     python -m data_prep.write_shards --src data/prepared/skincon --out data/shards/skincon --maxcount 1000
 
 Shards are named shard-000000.tar, ...; samples keep the folder's (sorted) order and fixed tar metadata, so
-the same folder always gives byte-identical shards. shards.json lists the shards and the sample count.
-Point a `webdataset` dataset at the output folder (docs/datasets.md).
+the same folder always gives byte-identical shards. Every image is decoded by the safe loader first; records
+whose image is missing or unusable are skipped and counted by reason. shards.json lists the shards, the sample
+count and the skips; it is written last, after the complete shards were moved into place from a staging folder
+(no partial shard after a failure or a kill). Point a `webdataset` dataset at the output folder (docs/datasets.md).
 """
 from __future__ import annotations
 

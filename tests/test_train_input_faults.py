@@ -82,7 +82,7 @@ def test_max_pixels_below_one_is_refused_before_the_model(train_data, tmp_path, 
         f"config error: 'datasets.skincon_concepts.max_pixels' must be >= 1 or null (no limit), got {value}")
 
 
-def test_a_wholly_unusable_training_set_fails(train_data, tmp_path, capsys):
+def test_a_wholly_unusable_training_set_fails(train_data, tiny_assets, tmp_path, capsys):
     import shutil
 
     bad = tmp_path / "skincon"
@@ -99,7 +99,7 @@ def test_a_wholly_unusable_training_set_fails(train_data, tmp_path, capsys):
     assert status == 1 and line.startswith("training error: no usable training sample in 3 steps in a row")
 
 
-def test_a_diverging_run_exits_non_zero_keeping_its_checkpoint(train_data, tmp_path, capsys):
+def test_a_diverging_run_exits_non_zero_keeping_its_checkpoint(train_data, tiny_assets, tmp_path, capsys):
     status, line = run_train(capsys, train_data, tmp_path / "run", init_lr="1e30", min_lr=0, warmup_steps=0,
                              save_freq=1)
     assert status == 1
@@ -111,7 +111,7 @@ def test_a_diverging_run_exits_non_zero_keeping_its_checkpoint(train_data, tmp_p
     assert read_checkpoint(tmp_path / "run" / "checkpoint_last.pth")["step"] == step - 1  # the last good step
 
 
-def test_a_resume_into_another_step_count_is_refused(train_data, tmp_path, capsys, monkeypatch):
+def test_a_resume_into_another_step_count_is_refused(train_data, tiny_assets, tmp_path, capsys, monkeypatch):
     status, _ = run_train(capsys, train_data, tmp_path / "run", iters_per_epoch=4, stop_after_iters=3)
     assert status == 0
     monkeypatch.setattr(model_build, "build_model", lambda *a, **k: pytest.fail("the model was built first"))
@@ -123,7 +123,7 @@ def test_a_resume_into_another_step_count_is_refused(train_data, tmp_path, capsy
                     f"run.iters_per_epoch=4, or start a new run from its weights with model.ckpt={last}")
 
 
-def test_a_torn_last_metrics_line_does_not_stop_a_resume(train_data, tmp_path, capsys):
+def test_a_torn_last_metrics_line_does_not_stop_a_resume(train_data, tiny_assets, tmp_path, capsys):
     import json
 
     status, _ = run_train(capsys, train_data, tmp_path / "run", iters_per_epoch=4, stop_after_iters=2, save_freq=1)
@@ -166,3 +166,13 @@ def test_log_lines_are_printed_above_the_progress_bar_not_across_it(train_data, 
     for line in logged:  # what follows the bar's last carriage return starts with the log format, not bar text
         assert re.match(r"^\d\d:\d\d:\d\d \[rank 0\] skingpt4.train: step \d/6 loss", line.split("\r")[-1]), line
     assert "train: 100%" in proc.stderr  # the bar was drawn
+
+
+def test_an_older_checkpoint_without_its_schedule_is_checked_by_its_step():
+    from skingpt4.common.config import ConfigError
+    from skingpt4.runners.runner import check_resume_schedule
+
+    check_resume_schedule({"step": 2}, "old.pth", 1, 2)  # within the schedule: resumes
+    with pytest.raises(ConfigError, match=r"^config key 'run.resume_ckpt_path': 'old.pth' is step 200, beyond the 2 "
+                                          r"steps this config trains \(1 x 2\); "):
+        check_resume_schedule({"step": 200}, "old.pth", 1, 2)

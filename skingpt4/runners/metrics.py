@@ -118,7 +118,7 @@ def loss_curve_data(records: list[dict]) -> dict:
     return {"train": train, "validation": validation}
 
 
-def draw_loss_curve(curve: dict, png_path: Path, title: str = "training loss") -> Optional[Path]:
+def draw_loss_curve(curve: dict, png_path: Path, title: str = "loss") -> Optional[Path]:
     """Loss (and LR) against step, with the validation loss as points. Returns None when there is nothing to plot."""
     train, validation = curve["train"], curve["validation"]
     if not train and not validation:
@@ -149,7 +149,7 @@ def draw_loss_curve(curve: dict, png_path: Path, title: str = "training loss") -
     return Path(png_path)
 
 
-def plot_loss_curve(metrics_path: Path, png_path: Path, title: str = "training loss") -> Optional[Path]:
+def plot_loss_curve(metrics_path: Path, png_path: Path, title: str = "loss") -> Optional[Path]:
     """The loss curve PNG of a metrics.jsonl (None when there is nothing to plot)."""
     records = read_metrics(metrics_path) if Path(metrics_path).exists() else []
     return draw_loss_curve(loss_curve_data(records), png_path, title)

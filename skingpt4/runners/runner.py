@@ -402,19 +402,20 @@ class Runner:
 def check_resume_schedule(payload: dict, path: str, max_epoch: int, iters_per_epoch: int) -> None:
     """A checkpoint continues only the schedule it was written by: the LR schedule, the data plan and the
     epoch checkpoints all follow max_epoch x iters_per_epoch, so another step count is refused, naming both."""
-    step = int(payload.get("step", 0))
+    step, total = int(payload.get("step", 0)), max_epoch * iters_per_epoch
     schedule = payload.get("schedule")  # absent from checkpoints written before it was recorded
-    if isinstance(schedule, dict) and {"max_epoch", "iters_per_epoch"} <= set(schedule):
-        epochs, iters = int(schedule["max_epoch"]), int(schedule["iters_per_epoch"])
-    elif step > max_epoch * iters_per_epoch:
-        epochs, iters = "?", "?"
-    else:
+    if not (isinstance(schedule, dict) and {"max_epoch", "iters_per_epoch"} <= set(schedule)):
+        if step > total:
+            raise ConfigError(f"config key 'run.resume_ckpt_path': '{path}' is step {step}, beyond the {total} steps "
+                              f"this config trains ({max_epoch} x {iters_per_epoch}); resume with the run's "
+                              f"run.max_epoch and run.iters_per_epoch, or start a new run from its weights with "
+                              f"model.ckpt={path}")
         return
-    if (epochs, iters) != (max_epoch, iters_per_epoch) or step > max_epoch * iters_per_epoch:
-        total = epochs * iters if isinstance(epochs, int) else "?"
+    epochs, iters = int(schedule["max_epoch"]), int(schedule["iters_per_epoch"])
+    if (epochs, iters) != (max_epoch, iters_per_epoch):
         raise ConfigError(
-            f"config key 'run.resume_ckpt_path': '{path}' is step {step} of a run of {total} steps "
-            f"({epochs} epochs x {iters} iterations), but this config trains {max_epoch * iters_per_epoch} steps "
+            f"config key 'run.resume_ckpt_path': '{path}' is step {step} of a run of {epochs * iters} steps "
+            f"({epochs} epochs x {iters} iterations), but this config trains {total} steps "
             f"({max_epoch} x {iters_per_epoch}); resume with run.max_epoch={epochs} "
             f"run.iters_per_epoch={iters}, or start a new run from its weights with model.ckpt={path}")
 
