@@ -238,3 +238,26 @@ def test_bench_serve_measures_the_served_path(served):
     row = measure(engine, conversations=3, concurrency=3, turns=2, max_new_tokens=4)
     assert row["answers"] == 6 and 0 < row["generated_tokens"] <= 24
     assert 0 < row["latency_p50_s"] <= row["latency_p95_s"] and row["ttft_p50_s"] > 0 and row["answers_per_s"] > 0
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ({"choices": []}, r"without choices\[0\]\.text"),
+    ({"choices": [{"text": 3}]}, r"without choices\[0\]\.text"),
+    ({"choices": [{"text": "x", "token_ids": [1, 99999]}]}, "not ids of the served vocabulary"),
+    ({"choices": [{"text": "x", "token_ids": [1.5]}]}, "not ids of the served vocabulary"),
+    ({"choices": [{"text": "x", "token_ids": list(range(2, 40))}]}, "more than the 16 asked"),
+])
+def test_bad_completions_are_one_line_errors(exports, photo, answer, expected):
+    from fake_openai_server import HostileServer, http_response
+    from skingpt4.chat.http_client import ServerError
+
+    server = HostileServer(http_response(json.dumps(answer).encode()))
+    try:
+        client, info = load_client_model(exports / "vicuna_v0", "cpu")
+        engine = RemoteChatEngine(client, info, server.url)
+        conv = engine.new_conversation(str(photo))
+        with pytest.raises(ServerError, match=expected) as err:
+            engine.ask(conv, CLINICAL_PROMPTS[0], GREEDY)
+        assert "\n" not in str(err.value) and conv.history == []  # nothing half-recorded
+    finally:
+        server.close()
