@@ -195,12 +195,13 @@ def test_export_refusals_come_before_the_build(tiny_assets, tmp_path, capsys):
     model = build_model({"variant": "tiny", "ckpt": None})
     torch.save({"model": {k: torch.full_like(v, float("nan")) for k, v in model.trainable_state_dict().items()}},
                ckpt)
-    out = tmp_path / "nan_export"
-    assert export_main(["--cfg-path", CFG, "--target", "vllm", "--out", str(out), "--options",
-                        f"model.ckpt={ckpt}"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "non-finite" in err or "NaN" in err, err
-    assert not (out / "skingpt4_export.json").exists()
+    for target in ("vllm", "blip2"):
+        out = tmp_path / f"nan_export_{target}"
+        assert export_main(["--cfg-path", CFG, "--target", target, "--out", str(out), "--options",
+                            f"model.ckpt={ckpt}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("error: the weight 'llama_proj.") and "non-finite" in err, err
+        assert not out.exists()  # nothing written, not even the empty directory
 
 
 def test_export_writes_what_vllm_reads(exports):
