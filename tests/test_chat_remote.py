@@ -167,6 +167,18 @@ def test_remote_cli_errors_are_one_line(served, photo, exports, tmp_path, capsys
     error(["--server", url, "--export-dir", export_dir, "--image", str(huge_png(tmp_path)), "--greedy"],
           "cannot use the image")
     error(["--server", url, "--export-dir", export_dir, "--image", str(photo), "--timeout", "0"], "--timeout")
+    # a torn client file, a manifest of the other target
+    import shutil
+
+    torn = tmp_path / "torn"
+    shutil.copytree(export_dir, torn)
+    client_file = torn / "skingpt4_client.safetensors"
+    client_file.write_bytes(client_file.read_bytes()[:1000])
+    error(["--server", url, "--export-dir", str(torn), "--image", str(photo)], "cannot read skingpt4_client")
+    other = json.loads((torn / "skingpt4_export.json").read_text())
+    other["target"] = "blip2"
+    (torn / "skingpt4_export.json").write_text(json.dumps(other))
+    error(["--server", url, "--export-dir", str(torn), "--image", str(photo)], "is not a --target vllm export")
 
 
 def huge_png(folder):
