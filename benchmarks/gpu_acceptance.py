@@ -299,6 +299,8 @@ def main(argv=None) -> dict:
         from skingpt4.export.vllm import export_vllm
         from skingpt4.prompting.clinical import CLINICAL_PROMPTS
 
+        if llm_kind["now"] != "16bit":  # a quantized LLM cannot be exported: the 16-bit one with the same weights
+            remake_llm()
         with tempfile.TemporaryDirectory() as tmp:
             export = Path(tmp) / "export"
             export_vllm(model, export)

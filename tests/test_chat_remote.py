@@ -167,6 +167,18 @@ def test_remote_cli_errors_are_one_line(served, photo, exports, tmp_path, capsys
     error(["--server", url, "--export-dir", export_dir, "--image", str(huge_png(tmp_path)), "--greedy"],
           "cannot use the image")
     error(["--server", url, "--export-dir", export_dir, "--image", str(photo), "--timeout", "0"], "--timeout")
+    # a torn client file, a manifest of the other target
+    import shutil
+
+    torn = tmp_path / "torn"
+    shutil.copytree(export_dir, torn)
+    client_file = torn / "skingpt4_client.safetensors"
+    client_file.write_bytes(client_file.read_bytes()[:1000])
+    error(["--server", url, "--export-dir", str(torn), "--image", str(photo)], "cannot read skingpt4_client")
+    other = json.loads((torn / "skingpt4_export.json").read_text())
+    other["target"] = "blip2"
+    (torn / "skingpt4_export.json").write_text(json.dumps(other))
+    error(["--server", url, "--export-dir", str(torn), "--image", str(photo)], "is not a --target vllm export")
 
 
 def huge_png(folder):
@@ -195,12 +207,13 @@ def test_export_refusals_come_before_the_build(tiny_assets, tmp_path, capsys):
     model = build_model({"variant": "tiny", "ckpt": None})
     torch.save({"model": {k: torch.full_like(v, float("nan")) for k, v in model.trainable_state_dict().items()}},
                ckpt)
-    out = tmp_path / "nan_export"
-    assert export_main(["--cfg-path", CFG, "--target", "vllm", "--out", str(out), "--options",
-                        f"model.ckpt={ckpt}"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "non-finite" in err or "NaN" in err, err
-    assert not (out / "skingpt4_export.json").exists()
+    for target in ("vllm", "blip2"):
+        out = tmp_path / f"nan_export_{target}"
+        assert export_main(["--cfg-path", CFG, "--target", target, "--out", str(out), "--options",
+                            f"model.ckpt={ckpt}"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("error: the weight 'llama_proj.") and "non-finite" in err, err
+        assert not out.exists()  # nothing written, not even the empty directory
 
 
 def test_export_writes_what_vllm_reads(exports):
@@ -238,3 +251,26 @@ def test_bench_serve_measures_the_served_path(served):
     row = measure(engine, conversations=3, concurrency=3, turns=2, max_new_tokens=4)
     assert row["answers"] == 6 and 0 < row["generated_tokens"] <= 24
     assert 0 < row["latency_p50_s"] <= row["latency_p95_s"] and row["ttft_p50_s"] > 0 and row["answers_per_s"] > 0
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ({"choices": []}, r"without choices\[0\]\.text"),
+    ({"choices": [{"text": 3}]}, r"without choices\[0\]\.text"),
+    ({"choices": [{"text": "x", "token_ids": [1, 99999]}]}, "not ids of the served vocabulary"),
+    ({"choices": [{"text": "x", "token_ids": [1.5]}]}, "not ids of the served vocabulary"),
+    ({"choices": [{"text": "x", "token_ids": list(range(2, 40))}]}, "more than the 16 asked"),
+])
+def test_bad_completions_are_one_line_errors(exports, photo, answer, expected):
+    from fake_openai_server import HostileServer, http_response
+    from skingpt4.chat.http_client import ServerError
+
+    server = HostileServer(http_response(json.dumps(answer).encode()))
+    try:
+        client, info = load_client_model(exports / "vicuna_v0", "cpu")
+        engine = RemoteChatEngine(client, info, server.url)
+        conv = engine.new_conversation(str(photo))
+        with pytest.raises(ServerError, match=expected) as err:
+            engine.ask(conv, CLINICAL_PROMPTS[0], GREEDY)
+        assert "\n" not in str(err.value) and conv.history == []  # nothing half-recorded
+    finally:
+        server.close()

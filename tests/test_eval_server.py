@@ -98,6 +98,21 @@ def test_served_evaluation_errors(served, cases, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert code == 2 and expected in err and len(err.splitlines()) == 1, err
 
-    error(["calibrate", "--server", url, "--export-dir", str(export_dir)], "served tasks: clinical, metrics")
+    error(["calibrate", "--server", url, "--export-dir", str(export_dir)], "can be served: clinical, metrics")
+    error(["ablation", "--server", url, "--export-dir", str(export_dir)], "can be served")
     error(["metrics", "--server", url], "go together")
     error(["metrics", "--server", "http://127.0.0.1:9/v1", "--export-dir", str(export_dir)], "cannot reach")
+
+
+def test_served_consistency_and_response_time(served, cases, tmp_path):
+    export_dir, url, _ = served
+    served_args = ["--server", url, "--export-dir", str(export_dir)]
+    options = ["evaluation.decoding.max_new_tokens=8", f"evaluation.cases={cases}", "evaluation.consistency.runs=2",
+               "evaluation.consistency.cases=3", "evaluation.response_time.cases=2", "evaluation.response_time.warmup=0"]
+    assert evaluate_main(["--cfg-path", CFG, "--task", "consistency", "--out", str(tmp_path / "c"), *served_args,
+                          "--options", *options]) == 0
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["greedy_control"]["consistency_ratio"] == 1.0 and summary["served_model"].startswith("skingpt4-")
+    assert evaluate_main(["--cfg-path", CFG, "--task", "response_time", "--out", str(tmp_path / "r"), *served_args,
+                          "--options", *options]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["seconds"]["all answers"]["n"] == 8

@@ -86,7 +86,7 @@ def load_client_model(directory: str | Path, device: Optional[str] = None):
     client_file = root / info.get("client_file", CLIENT_FILE)
     try:
         state = load_file(str(client_file))
-    except (OSError, Exception) as err:  # a missing or torn safetensors file
+    except Exception as err:  # a missing or torn safetensors file (SafetensorError, OSError)
         raise ConfigError(f"--export-dir '{directory}': cannot read {client_file.name} ({one_line(err, 120)})") from None
     embedding = state.pop(EMBEDDING_KEY, None)
     if embedding is None or embedding.shape != (config.vocab_size, config.hidden_size):

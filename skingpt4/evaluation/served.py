@@ -1,5 +1,5 @@
-"""`evaluate.py --server URL --export-dir DIR`: the clinical protocol and the metrics task over a served model
-(docs/evaluation.md, "Against a server").
+"""`evaluate.py --server URL --export-dir DIR`: the clinical protocol, the metrics, consistency and response-time
+tasks over a served model (docs/evaluation.md, "Against a server").
 
 The tasks run unchanged on a `RemoteChatEngine` (skingpt4/chat/remote_engine.py): each batch of conversations
 goes out as concurrent requests (at most `concurrency` in flight; the server batches them), each carrying the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from skingpt4.common.config import ConfigError
 
-SERVED_TASKS = ("clinical", "metrics")
+SERVED_TASKS = ("clinical", "metrics", "consistency", "response_time")  # the tasks that only ask questions
 DIFFERENTIAL_NOT_SERVED = ("not served: the differential needs prompt logprobs of each class's answer, which vLLM "
                            "does not return for prompt embeddings; run this task locally for it")
 
@@ -22,7 +22,7 @@ DIFFERENTIAL_NOT_SERVED = ("not served: the differential needs prompt logprobs o
 def check_served_task(task: str) -> None:
     if task not in SERVED_TASKS:
         raise ConfigError(f"--server: the {task} task needs the model's likelihoods or swaps checkpoints, which a "
-                          f"served model does not give; served tasks: {', '.join(SERVED_TASKS)}")
+                          f"served model does not give; tasks that can be served: {', '.join(SERVED_TASKS)}")
 
 
 def served_engine(server: str, export_dir: str | Path, concurrency: int, timeout: float, device: str = "cpu"):

@@ -13,7 +13,7 @@ beside it, and our projection in the SkinGPT-4 checkpoint format (`skingpt4_proj
 `model.blip2_hf_dir=DIR` rebuilds our model from the export.
 
 What the format cannot hold is refused with a message: LoRA adapters that are not merged (`merge=True` folds
-them into the LLM weights), a quantized LLM, a non-empty output directory.
+them into the LLM weights), a quantized LLM, a non-empty output directory, non-finite (NaN / inf) weights.
 """
 from __future__ import annotations
 
@@ -62,6 +62,15 @@ def check_exportable(model, out_dir: Path, merge: bool) -> None:
         raise ExportError("the model has LoRA adapters (model.lora.r > 0) and a transformers BLIP-2 directory has no "
                           "place for them; pass --merge to fold them into the LLM weights")
     check_out_dir(out_dir)
+
+
+def check_finite(model) -> None:
+    """Refuse to export a model with NaN or infinite weights (it would serve NaN scores or garbage)."""
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ExportError(f"the weight '{name}' holds {bad} non-finite value(s) (NaN or inf); refusing to export "
+                              "it (check model.ckpt and the weight files)")
 
 
 def check_out_dir(out_dir: Path) -> None:
@@ -156,6 +165,7 @@ def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optiona
     if dtype is not None and dtype not in DTYPES:
         raise ExportError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
     torch_dtype = DTYPES[dtype] if dtype else model.llm_dtype
+    check_finite(model)
     identity = model_identity(model)  # before merging: the trained weights (projection + adapters) as saved
     identity.update(source or {})
     merged = merge_adapters(model.llm) if has_adapters(model.llm) else 0

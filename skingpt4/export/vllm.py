@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from skingpt4.common.fingerprint import sha256_file, sha256_json
 from skingpt4.common.precision import DTYPES
-from skingpt4.export.blip2 import EXPORT_INFO_FILE, ExportError, ExportReport, check_exportable
+from skingpt4.export.blip2 import EXPORT_INFO_FILE, ExportError, ExportReport, check_exportable, check_finite
 from skingpt4.models.identity import model_identity
 from skingpt4.models.lora import has_adapters, merge_adapters
 
@@ -42,15 +42,6 @@ CLIENT_PARTS = ("visual_encoder.", "qformer.", "query_tokens", "llama_proj.")
 # tokenizer files copied from the source LLM directory as they are (what transformers 4.x wrote for Llama-2)
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json", "chat_template.jinja")
-
-
-def check_finite(model) -> None:
-    """Refuse to export a model with NaN or infinite weights (it would serve NaN scores or garbage)."""
-    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
-        if tensor.is_floating_point() and tensor.device.type != "meta" and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise ExportError(f"the weight '{name}' holds {bad} non-finite value(s) (NaN or inf); refusing to export "
-                              "it (check model.ckpt and the weight files)")
 
 
 def served_model_name(manifest: dict) -> str:
