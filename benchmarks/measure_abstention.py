@@ -9,7 +9,8 @@ It draws a fresh validation split of the tiny world (`--val-per-class` images fo
 no dataset uses), fits the calibration on it (`evaluate.py --task calibrate`, written next to a copy of the
 checkpoint under --out), and then scores every image of `--test` plus 5 blank and 20 noise images as chat and
 the demo do (`DifferentialScorer.assess`, with the photo). It prints, per group and for "calibrated" and
-"uncalibrated", the top-1 accuracy, the share that abstains and by which reason, the top-1 accuracy of the
+"uncalibrated" (and "cal., no photo": calibrated, the out-of-distribution distance alone, as for a front end
+that passes no photo), the top-1 accuracy, the share that abstains and by which reason, the top-1 accuracy of the
 answered held-out images, and the share the old rule (top probability at T = 1 >= 0.5, no other check) would
 have answered.
 """
@@ -66,12 +67,12 @@ def odd_images() -> dict[str, list[Image.Image]]:
     return {"blank": blanks, "noise": noise}
 
 
-def measure(engine, scorer, calibration, images, labels=None) -> dict:
+def measure(engine, scorer, calibration, images, labels=None, with_photo=True) -> dict:
     reasons, answered, correct, old_rule, top1 = Counter(), 0, 0, 0, 0
     for i, image in enumerate(images):
         with torch.no_grad():
             embeds = engine.model.encode_image(engine.image_processor(image).unsqueeze(0))
-        result = scorer.assess(embeds, calibration, image)
+        result = scorer.assess(embeds, calibration, image if with_photo else None)
         reasons[result.abstain_reason or "answered"] += 1
         old_rule += scorer.differential(embeds, 1.0, 0.5).ranked[0][1] >= 0.5
         top1 += labels is not None and result.top == labels[i]
@@ -117,10 +118,11 @@ def main(argv=None) -> int:
     print(f"{'group':<9} {'calibration':<12} {'n':>4} {'top-1':>6} {'abstain':>8} {'answered acc':>13} "
           f"{'old rule':>9}  reasons")
     for name, (images, labels) in groups.items():
-        for label, used in (("calibrated", calibration), ("uncalibrated", None)):
-            if label == "calibrated" and used is None:
+        for label, used, with_photo in (("calibrated", calibration, True), ("uncalibrated", None, True),
+                                        ("cal., no photo", calibration, False)):
+            if used is None and label != "uncalibrated":
                 continue
-            m = measure(engine, scorer, used, images, labels)
+            m = measure(engine, scorer, used, images, labels, with_photo)
             acc = f"{m['accuracy_answered']:.1%}" if m["accuracy_answered"] is not None else "-"
             reasons = ", ".join(f"{k} {v:.1%}" for k, v in m["by_reason"].items())
             top1 = f"{m['top1']:.1%}" if m["top1"] is not None else "-"

@@ -215,3 +215,25 @@ def test_non_finite_weights_are_refused_at_load(tiny_assets, tmp_path):
     with pytest.raises(CheckpointError, match="holds non-finite weights"):
         load_projection(model, str(bad))
     assert torch.equal(model.llama_proj.weight, before)  # the refused weights did not stay in the model
+
+
+def test_evaluate_py_reports_a_refused_fit_in_one_line_and_writes_nothing(tiny_assets, tmp_path, capsys):
+    from PIL import Image
+
+    from evaluate import main as evaluate_main
+
+    for folder in ("Eczema Photos", "Urticaria Hives"):
+        (tmp_path / "val" / folder).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (64, 64), (200, 40 * i, 60)).save(tmp_path / "val" / folder / f"{i}.jpg")
+    ckpt = tmp_path / "p.pth"
+    shutil.copy(tiny_assets / "projection.pth", ckpt)
+    config = tmp_path / "eval.yaml"
+    config.write_text(f"model: {{variant: tiny, ckpt: {ckpt}}}\nevaluation:\n  cases: {tmp_path / 'val'}\n"
+                      f"  differential: {{validation_cases: {tmp_path / 'val'}}}\n")
+    code = evaluate_main(["--cfg-path", str(config), "--task", "calibrate", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: calibration not saved (fitted on") and \
+        "only 6 validation case(s); at least 20 are needed" in err.splitlines()[-1]
+    assert not calibration_path(ckpt).exists()

@@ -64,7 +64,8 @@ class ClassAnswer:
 
 @dataclass
 class Differential:
-    """Classes ranked by probability; `abstained` when the top probability is below the threshold."""
+    """Classes ranked by probability; `abstained` with its `abstain_reason` (`differential`: below the
+    threshold; `DifferentialScorer.assess`: every reason of the module docstring)."""
 
     ranked: list[tuple[str, float]]   # (class, probability), most likely first
     scores: dict[str, float]          # class -> log-likelihood of its answer (uncalibrated)
