@@ -110,7 +110,8 @@ def new_page(browser, server, size=(1280, 800), outside=None):
 
     page = browser.new_context(viewport={"width": size[0], "height": size[1]}, device_scale_factor=1).new_page()
     if outside is not None:
-        page.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:")) else outside.append(r.url))
+        local = (server.url, "data:", "blob:")
+        page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
     page.goto(server.url)
     expect(page.locator("#status")).to_contain_text("Model ready", timeout=60_000)
     return page
@@ -124,7 +125,8 @@ def in_view(page, selector: str) -> bool:
     """Wholly inside the window and not under the fixed disclaimer bar."""
     bar, target = box(page, "#topbar"), box(page, selector)
     height = page.viewport_size["height"]
-    return target is not None and bar["y"] + bar["height"] - 1 <= target["y"] and target["y"] + target["height"] <= height + 1
+    return (target is not None and bar["y"] + bar["height"] - 1 <= target["y"]
+            and target["y"] + target["height"] <= height + 1)
 
 
 # Records every text the last bot message shows, to see the answer arrive in pieces.

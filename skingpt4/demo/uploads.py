@@ -40,7 +40,8 @@ class UploadRefused(Exception):
 
 class UploadLedger(set):
     """Stands in for Gradio's `Blocks.upload_file_set` (the upload route adds each file it writes): Gradio still
-    sees a set of the uploaded paths, and the ledger also counts uploads per path, so each upload can be claimed once."""
+    sees a set of the uploaded paths, and the ledger also counts uploads per path, so each upload can be claimed
+    once."""
 
     def __init__(self, on_upload):
         super().__init__()
