@@ -225,7 +225,9 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, uploads: UploadSto
             session = sessions.get(request.session_hash)
             return session.shown_history(), "Stopped. Ask another question, or press Restart for a new photo."
 
-        stop.click(stopped, outputs=[chatbot, status], cancels=answering, api_visibility="private")
+        # the status is set once the answer is cancelled: a piece of it still on the way would overwrite it
+        stop.click(None, cancels=answering, api_visibility="private").then(
+            stopped, outputs=[chatbot, status], api_visibility="private")
         # a new photo, Restart or clearing the chat stop an answer being written (it would bring the old chat back)
         # preprocess=False: the handler checks the file itself, so a non-image gets a friendly message
         photo.input(new_photo, inputs=[photo], outputs=[chatbot, status, photo, differential], preprocess=False,
