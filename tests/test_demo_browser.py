@@ -105,12 +105,31 @@ def photos(tmp_path_factory) -> dict[str, Path]:
     return {"lesion": lesion, "blank": blank, "noise": noise}
 
 
-def new_page(browser, server, size=(1280, 800), outside=None):
+@pytest.fixture
+def new_page(browser, server):
+    """Opens pages (each its own browser context: a session); closes what a test left open, even if it failed."""
+    opened = []
+
+    def open_page(size=(1280, 800), outside=None):
+        page = _open(browser, server, size, outside)
+        opened.append(page.context)
+        return page
+
+    yield open_page
+    for context in opened:
+        try:
+            context.close()
+        except Exception:  # closed by the test already
+            pass
+
+
+def _open(browser, server, size, outside):
     from playwright.sync_api import expect
 
     page = browser.new_context(viewport={"width": size[0], "height": size[1]}, device_scale_factor=1).new_page()
     if outside is not None:
-        page.on("request", lambda r: None if r.url.startswith((server.url, "data:", "blob:")) else outside.append(r.url))
+        local = (server.url, "data:", "blob:")
+        page.on("request", lambda r: None if r.url.startswith(local) else outside.append(r.url))
     page.goto(server.url)
     expect(page.locator("#status")).to_contain_text("Model ready", timeout=60_000)
     return page
@@ -124,7 +143,8 @@ def in_view(page, selector: str) -> bool:
     """Wholly inside the window and not under the fixed disclaimer bar."""
     bar, target = box(page, "#topbar"), box(page, selector)
     height = page.viewport_size["height"]
-    return target is not None and bar["y"] + bar["height"] - 1 <= target["y"] and target["y"] + target["height"] <= height + 1
+    return (target is not None and bar["y"] + bar["height"] - 1 <= target["y"]
+            and target["y"] + target["height"] <= height + 1)
 
 
 # Records every text the last bot message shows, to see the answer arrive in pieces.
@@ -137,12 +157,12 @@ WATCH_STREAM = """() => {
 }"""
 
 
-def test_first_screen_disclaimer_model_status_and_touch_targets(browser, server):
+def test_first_screen_disclaimer_model_status_and_touch_targets(new_page):
     from playwright.sync_api import expect
 
     outside = []
     for name, size in SIZES.items():
-        page = new_page(browser, server, size, outside)
+        page = new_page(size, outside)
         expect(page.locator("#disclaimer")).to_contain_text("not a doctor")
         expect(page.locator("#disclaimer")).to_contain_text("emergency")
         expect(page.locator("#model-info")).to_contain_text("Model: tiny (llm)")
@@ -166,11 +186,11 @@ def test_first_screen_disclaimer_model_status_and_touch_targets(browser, server)
 
 
 @pytest.mark.parametrize("size_name", list(SIZES))
-def test_one_click_shows_the_answer_and_the_differential_in_view(browser, server, photos, size_name, tmp_path):
+def test_one_click_shows_the_answer_and_the_differential_in_view(new_page, photos, size_name, tmp_path):
     from playwright.sync_api import expect
 
     size = SIZES[size_name]
-    page = new_page(browser, server, size)
+    page = new_page(size)
     screens = tmp_path / "screens"
     screens.mkdir()
     for photo_name, photo in photos.items():
@@ -205,7 +225,7 @@ def test_one_click_shows_the_answer_and_the_differential_in_view(browser, server
             shutil.copy(png, Path(os.environ["SKINGPT4_SCREENSHOTS"]) / png.name)
 
 
-def test_stop_cancels_the_answer(browser, server, photos):
+def test_stop_cancels_the_answer(new_page, server, photos):
     from playwright.sync_api import expect
 
     config = json.load(urllib.request.urlopen(server.url + "config", timeout=10))
@@ -215,7 +235,7 @@ def test_stop_cancels_the_answer(browser, server, photos):
     cancelled = {i for d in config["dependencies"] if [ids["stop"], "click"] in [list(t) for t in d["targets"]]
                  for i in d["cancels"]}  # Gradio adds the cancelling as a dependency of its own
     assert answering and answering <= cancelled
-    page = new_page(browser, server)
+    page = new_page()
     page.locator("#photo input[type=file]").set_input_files(str(photos["lesion"]))
     expect(page.locator("#status")).to_contain_text("Photo received", timeout=30_000)
     page.click("#clinical-1")
@@ -243,10 +263,10 @@ def crafted_photo_event(url: str, path: str) -> dict:
     raise AssertionError("no process_completed message")
 
 
-def test_sessions_are_separate_and_their_photos_deleted(browser, server, photos, tmp_path):
+def test_sessions_are_separate_and_their_photos_deleted(new_page, server, photos, tmp_path):
     from playwright.sync_api import expect
 
-    first, second = new_page(browser, server), new_page(browser, server)
+    first, second = new_page(), new_page()
     first.locator("#photo input[type=file]").set_input_files(str(photos["lesion"]))
     expect(first.locator("#status")).to_contain_text("Photo received", timeout=30_000)
     first.fill("#question textarea", QUESTION)

@@ -1,6 +1,6 @@
 """The Gradio page: photo upload (or camera), streamed chat, the four clinical questions as one-click buttons,
 Stop, decoding controls (greedy, temperature, top-p, beams), Restart; the disclaimer and which model answers
-(variant, checkpoint, projection hash, whether it is a medical model) stay on screen (layout: `layout.py`).
+(variant, checkpoint, projection hash, whether it is a medical model) stay on screen (layout: `page_layout.py`).
 
 Privacy (docs/inference.md, Privacy) is decided here, in `uploads.py` and in `launch.py`: each browser session's
 photo, chat and differential live on the server under its session id (`sessions.py`), the photo as the session's
@@ -22,7 +22,7 @@ from skingpt4.chat.decoding import DecodingConfig
 from skingpt4.chat.engine import ChatInputError
 from skingpt4.chat.notices import PHOTO_GUIDELINE
 from skingpt4.common.images import ImageError, load_image
-from skingpt4.demo import layout
+from skingpt4.demo import page_layout
 from skingpt4.demo.differential_panel import DifferentialPanel
 from skingpt4.demo.loading import ModelLoader
 from skingpt4.demo.screening import NOT_UPLOADED_HERE, QuietLog, Refused, screen_inputs
@@ -79,20 +79,20 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, uploads: UploadSto
         uploads.end_session(session_hash)
     with _Blocks(title="SkinGPT-4", analytics_enabled=False, delete_cache=(600, 3600), uploads=uploads) as demo:
         demo.sessions = sessions  # for tests and the shutdown clean-up
-        with gr.Row(elem_id="topbar"):  # fixed to the top of the window (layout.py)
-            gr.HTML(layout.disclaimer_html(), elem_id="disclaimer")
-            model_info = gr.HTML(layout.model_html(loader.model_line), elem_id="model-info")
+        with gr.Row(elem_id="topbar"):  # fixed to the top of the window (page_layout.py)
+            gr.HTML(page_layout.disclaimer_html(), elem_id="disclaimer")
+            model_info = gr.HTML(page_layout.model_html(loader.model_line), elem_id="model-info")
         gr.Markdown("# SkinGPT-4 — a local dermatology assistant", elem_id="title")
         with gr.Row(elem_id="main"):
             with gr.Column(scale=2, elem_id="side"):
                 photo = gr.Image(type="filepath", sources=["upload", "webcam"], label="Skin photo",
-                                 elem_id="photo", height=layout.PHOTO_HEIGHT)
+                                 elem_id="photo", height=page_layout.PHOTO_HEIGHT)
                 with gr.Row(elem_id="clinical"):
                     clinical = [gr.Button(label, size="md", elem_id=f"clinical-{i}", elem_classes="clinical")
                                 for i, label in enumerate(CLINICAL_LABELS)]
             with gr.Column(scale=3, elem_id="answer-area"):
                 chatbot = gr.Chatbot(label="Conversation", show_label=False, elem_id="chat",
-                                     height=layout.CHAT_HEIGHT, feedback_options=None, buttons=["copy"],
+                                     height=page_layout.CHAT_HEIGHT, feedback_options=None, buttons=["copy"],
                                      placeholder="The answer appears here.")
                 differential = gr.Markdown("", elem_id="differential")  # top 3 + abstention, under the answer
                 status = gr.Markdown(loader.status(), elem_id="status")
@@ -117,7 +117,7 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, uploads: UploadSto
         timer = gr.Timer(1.0, active=not loader.done)
 
         def show_loading():
-            return loader.status(), layout.model_html(loader.model_line), gr.Timer(active=not loader.done)
+            return loader.status(), page_layout.model_html(loader.model_line), gr.Timer(active=not loader.done)
 
         loading_outputs = [status, model_info, timer]
         timer.tick(show_loading, outputs=loading_outputs, show_progress="hidden", api_visibility="private")
@@ -215,17 +215,19 @@ def build_demo(loader: ModelLoader, decoding: DecodingConfig, uploads: UploadSto
         answering = []
         for trigger, extra, handler in triggers:
             # the browser brings the answer area into view at once, then again when the differential arrives
-            trigger(None, js=layout.SHOW_ANSWER_JS, api_visibility="private")
+            trigger(None, js=page_layout.SHOW_ANSWER_JS, api_visibility="private")
             event = trigger(handler, inputs=extra + ask_inputs, outputs=ask_outputs, **common)
             after = event.then(show_differential, outputs=[differential], **common)
-            after.then(None, js=layout.SHOW_ANSWER_JS, api_visibility="private")
+            after.then(None, js=page_layout.SHOW_ANSWER_JS, api_visibility="private")
             answering += [event, after]
 
         def stopped(request: gr.Request):
             session = sessions.get(request.session_hash)
             return session.shown_history(), "Stopped. Ask another question, or press Restart for a new photo."
 
-        stop.click(stopped, outputs=[chatbot, status], cancels=answering, api_visibility="private")
+        # the status is set once the answer is cancelled: a piece of it still on the way would overwrite it
+        stop.click(None, cancels=answering, api_visibility="private").then(
+            stopped, outputs=[chatbot, status], api_visibility="private")
         # a new photo, Restart or clearing the chat stop an answer being written (it would bring the old chat back)
         # preprocess=False: the handler checks the file itself, so a non-image gets a friendly message
         photo.input(new_photo, inputs=[photo], outputs=[chatbot, status, photo, differential], preprocess=False,

@@ -20,7 +20,7 @@ from skingpt4.chat.build import build_engine, read_chat_config
 from skingpt4.common.config import ConfigError
 from skingpt4.demo.app import build_demo
 from skingpt4.demo.loading import ModelLoader
-from skingpt4.demo.layout import CSS, SETUP_JS
+from skingpt4.demo.page_layout import CSS, SETUP_JS
 from skingpt4.demo.uploads import UploadStore
 
 log = logging.getLogger("skingpt4.demo")

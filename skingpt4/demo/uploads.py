@@ -40,7 +40,8 @@ class UploadRefused(Exception):
 
 class UploadLedger(set):
     """Stands in for Gradio's `Blocks.upload_file_set` (the upload route adds each file it writes): Gradio still
-    sees a set of the uploaded paths, and the ledger also counts uploads per path, so each upload can be claimed once."""
+    sees a set of the uploaded paths, and the ledger also counts uploads per path, so each upload can be claimed
+    once."""
 
     def __init__(self, on_upload):
         super().__init__()
@@ -86,12 +87,14 @@ class UploadStore:
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._ledger: Optional[UploadLedger] = None
         self.on_sweep: list = []  # more clean-up for the sweeper to run (app.py: ending idle sessions)
         self.closed = False
 
     # -- Gradio's side ------------------------------------------------------------------------------------------
     def ledger(self) -> UploadLedger:
-        return UploadLedger(self._uploaded)
+        self._ledger = UploadLedger(self._uploaded)
+        return self._ledger
 
     def _uploaded(self, paths: Iterable) -> None:
         now = time.monotonic()
@@ -109,6 +112,8 @@ class UploadStore:
             raise UploadRefused("not_uploaded_here")
         with self._lock:
             entry = self._pending.get(source)
+            if self.closed:  # the server is stopping
+                raise UploadRefused("missing")
             if entry is None or entry.count <= 0:
                 raise UploadRefused("not_uploaded_here")
             entry.count -= 1
@@ -205,6 +210,8 @@ class UploadStore:
 
     def _remove_cache_file(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+        if self._ledger is not None:  # Gradio no longer counts it as an uploaded file (its /file= route)
+            set.discard(self._ledger, str(path))
         folder = path.parent
         while folder != self.cache_dir and self.cache_dir in folder.parents:
             try:
