@@ -2,8 +2,10 @@
 # The README's main job, on a fresh machine with only CPUs and Python: set up .venv (scripts/setup.sh; quick when
 # it is already there), build the tiny pretrained model assets (cached), generate the synthetic datasets
 # (reused when unchanged), train step 1 (SKINCON concepts) then step 2 (Dermnet + notes, from the step-1
-# checkpoint), evaluate on the held-out synthetic cases and print a summary that says whether the pipeline
-# learned (exit status 1 when it did not). About 3 minutes on 2 CPU cores once .venv exists.
+# checkpoint), evaluate on the held-out synthetic cases beside trivial pixel baselines (skingpt4/tiny/baselines.py)
+# and print a summary that says whether the pipeline learned (exit status 1 when it did not: the checks are
+# relative to the untrained projection, the baselines and chance, with bootstrap intervals over the cases).
+# About 3 minutes on 2 CPU cores once .venv exists. The ablation table: python -m skingpt4.ablations.
 #
 #   bash scripts/main_job.sh                 # run outputs under output/main_job/<time stamp>/
 #   OUT=/tmp/job bash scripts/main_job.sh    # elsewhere (must not exist yet)
