@@ -133,7 +133,8 @@ def test_remote_cli_prints_the_local_cli_json(served, photo, tiny_assets):
         assert answer.keys() == theirs.keys()
         assert (answer["new_tokens"], answer["stopped_by"]) == (theirs["new_tokens"], theirs["stopped_by"])
     # the local record, the differential said to be not served, plus who served it
-    differential = {"abstained", "temperature", "abstain_below", "calibration_file", "message"}
+    differential = {"abstained", "abstain_reason", "calibrated", "ood", "temperature", "abstain_below",
+                    "calibration_file", "message"}
     assert set(remote) == set(local) - differential | {"server", "served_model", "differential_note"}
     assert remote["differential"] is None and "prompt logprobs" in remote["differential_note"]
     for key in ("variant", "llm_model", "projection_sha256", "model_config_sha256", "chat_template", "note"):
@@ -212,7 +213,8 @@ def test_export_refusals_come_before_the_build(tiny_assets, tmp_path, capsys):
         assert export_main(["--cfg-path", CFG, "--target", target, "--out", str(out), "--options",
                             f"model.ckpt={ckpt}"]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert err.startswith("error: the weight 'llama_proj.") and "non-finite" in err, err
+        # refused as the checkpoint is read (models/loading.py), or by the export's own check of every weight
+        assert err.startswith("error: ") and "non-finite" in err and "'llama_proj." in err, err
         assert not out.exists()  # nothing written, not even the empty directory
 
 
