@@ -25,7 +25,11 @@ def launched(monkeypatch, tiny_assets):
 
 
 def test_private_by_default(launched):
+    import signal
+
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     assert launch.main(["--cfg-path", CFG, "--port", "7999"]) == 0
+    assert signal.getsignal(signal.SIGTERM) == on_sigterm  # put back once the server stopped
     demo, kwargs = launched[0]
     assert kwargs["server_name"] == "127.0.0.1" and kwargs["server_port"] == 7999
     assert kwargs["share"] is False and kwargs["auth"] is None

@@ -80,6 +80,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     loader = ModelLoader(build).start()
     gradio_temp_dir = os.environ.get("GRADIO_TEMP_DIR")
     uploads = open_upload_store()
+    # SIGTERM stops the server like Ctrl-C, so the folder is removed then too (restored afterwards: tests call main)
+    on_sigterm = signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     try:
         demo = build_demo(loader, run.decoding, uploads)
         demo.queue(default_concurrency_limit=1)
@@ -88,6 +90,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     run_history=False, enable_monitoring=False, ssr_mode=False, mcp_server=False, pwa=False,
                     show_error=False, quiet=False, blocked_paths=[str(uploads.sessions_dir)])
     finally:  # Ctrl-C, SIGTERM or a failed start: nothing uploaded stays on disk
+        signal.signal(signal.SIGTERM, on_sigterm)
         uploads.shutdown()
         log.info("removed the demo's upload folder")
         if gradio_temp_dir is None:
@@ -99,15 +102,12 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def open_upload_store() -> UploadStore:
     """The app's own folder (inside $GRADIO_TEMP_DIR if set, else the system temp folder), made Gradio's upload
-    cache for this process only, so sweeping it never touches another Gradio app's files. SIGTERM stops the
-    server like Ctrl-C, so the folder is removed then too."""
+    cache for this process only, so sweeping it never touches another Gradio app's files."""
     parent = os.environ.get("GRADIO_TEMP_DIR")
     if parent:
         os.makedirs(parent, exist_ok=True)
     uploads = UploadStore(tempfile.mkdtemp(prefix="skingpt4-demo-", dir=parent or None)).start_sweeper()
     os.environ["GRADIO_TEMP_DIR"] = str(uploads.cache_dir)
-    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
-        signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     return uploads
 
 
