@@ -45,8 +45,9 @@ class DifferentialPanel:
             return self.problem
         result = self._scorer.assess(conv.image_embeds, self._calibration, image)
         top = " · ".join(f"{i}. {name} — {100 * p:.0f}%" for i, (name, p) in enumerate(result.ranked[:3], 1))
+        # short: on a phone the answer and this panel share one screen (page_layout.py); the message says why
         how = "calibrated" if result.calibrated else "not calibrated"
-        lines = [f"**Differential** (how likely the model finds each class's answer; {how}): {top}"]
+        lines = [f"**Differential** ({how}): {top}"]
         if result.abstained:
-            lines.append(f"⚠️ **{result.message}** ({result.abstain_reason.replace('_', ' ')})")
+            lines.append(f"⚠️ **{result.message}**")
         return "\n\n".join(lines)

@@ -72,7 +72,7 @@ button {min-height: 44px !important; min-width: 44px;}  /* touch targets, every 
   #main > .column {min-width: 0 !important; width: 100%; gap: 6px;}
   #photo {height: 150px !important;}
   #photo .image-container, #photo .upload-container {height: 150px !important; min-height: 0 !important;}
-  #chat {height: 220px !important; min-height: 0 !important;}
+  #chat {height: 170px !important; min-height: 0 !important;}  /* photo, buttons, answer, differential: one screen */
   #clinical button {font-size: 0.8em; padding: 2px 4px;}
   #differential {font-size: 0.8em;}
 }
