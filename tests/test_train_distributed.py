@@ -53,3 +53,21 @@ def test_two_gloo_processes_match_one_process(data, tmp_path, subprocess_env):
         lines = (tmp_path / run_dir / "metrics.jsonl").read_text().splitlines()
         losses[run_dir] = [json.loads(line)["loss"] for line in lines]
     assert len(losses["one"]) == 6 and losses["one"] == pytest.approx(losses["two"], abs=1e-5)
+
+
+def test_a_loss_that_diverges_on_one_process_stops_every_process(data, tmp_path, subprocess_env):
+    """A NaN loss on rank 1 only: both processes stop with the one-line error (none waits in a collective)."""
+    options = [f"run.{k}={v}" for k, v in {"max_epoch": 1, "iters_per_epoch": 6, "progress_bar": False,
+                                           "tensorboard": False, "batch_size_train": 2,
+                                           "output_dir": tmp_path / "run"}.items()]
+    cfg = load_config(STEP1)
+    cfg.datasets = {"pairs": {"builder": "image_text_pairs", "storage": str(data / "same_caption")}}
+    cfg_path = tmp_path / "pairs.yaml"
+    OmegaConf.save(cfg, cfg_path)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(REPO / "tests" / "diverge_on_one_rank.py"), "--cfg-path", str(cfg_path),
+                           "--options", *options], cwd=REPO, env=subprocess_env, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode != 0
+    assert "the loss is nan at step 2" in proc.stderr and "the loss is non-finite on another process at step 2" in (
+        proc.stderr), proc.stderr[-3000:]

@@ -300,10 +300,16 @@ class Runner:
             return flag
         return bool(all_reduce_mean(torch.tensor([float(flag)], device=self.dist.device), self.dist).item() > 0)
 
+    def _diverged_message(self, loss: Optional[float], elsewhere: bool = False) -> str:
+        where = "on another process" if elsewhere else f"{loss}"
+        return (f"the loss is {'non-finite ' if elsewhere else ''}{where} at step {self.step + 1}: training diverged "
+                "or the weights are broken; lower run.init_lr, set run.max_grad_norm, or use run.precision=bf16/fp32 "
+                "(the last checkpoint on disk is kept)")
+
     def _train_step(self, forward_model: nn.Module, batches) -> dict:
         cfg, device = self.cfg, self.dist.device
         started = time.perf_counter()
-        data_time, losses, bad_items, skipped, did_backward = 0.0, [], 0, 0, False
+        data_time, losses, bad_items, skipped, did_backward, non_finite = 0.0, [], 0, 0, False, None
         mixed_precision = autocast(device, DTYPES[cfg.precision])
         for micro in range(cfg.accum_grad_iters):
             fetch_start = time.perf_counter()
@@ -328,13 +334,16 @@ class Runner:
             with no_sync, mixed_precision:
                 loss = self.train_step(forward_model, batch)["loss"]
                 if not torch.isfinite(loss):
-                    raise TrainingError(f"the loss is {loss.item()} at step {self.step + 1}: training diverged or "
-                                        "the weights are broken; lower run.init_lr, set run.max_grad_norm, or use "
-                                        "run.precision=bf16/fp32 (the last checkpoint on disk is kept)")
+                    non_finite = loss.item()
+                    if not self.dist.distributed:
+                        raise TrainingError(self._diverged_message(non_finite))
                 self.scaler.scale(loss * weight / cfg.accum_grad_iters).backward()
             did_backward = True
             if weight:
                 losses.append(loss.detach().float())
+        # Every process stops together: one process raising alone would leave the others waiting in a collective.
+        if self.dist.distributed and self._any_rank(non_finite is not None):
+            raise TrainingError(self._diverged_message(non_finite, elsewhere=non_finite is None))
         grad_norm = float("nan")
         if did_backward:
             self.scaler.unscale_(self.optimizer)
