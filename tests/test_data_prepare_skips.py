@@ -2,7 +2,6 @@
 decompression bombs and huge files are skipped and counted by reason; shards are written atomically."""
 import json
 import os
-import shutil
 import struct
 import zlib
 from pathlib import Path

@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import socket
-import threading
 import time
 import urllib.request
 import uuid

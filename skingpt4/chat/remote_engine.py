@@ -67,7 +67,8 @@ def load_client_model(directory: str | Path, device: Optional[str] = None):
     from transformers import AutoConfig
 
     from skingpt4.common import registry
-    from skingpt4.export.vllm import CLIENT_FILE, EMBEDDING_KEY, check_finite
+    from skingpt4.export.blip2 import check_finite
+    from skingpt4.export.vllm import CLIENT_FILE, EMBEDDING_KEY
     from skingpt4.models.build import model_config
     from skingpt4.models.llm import load_tokenizer
     from skingpt4.models.skin_gpt4 import SkinGPT4

@@ -24,7 +24,6 @@ import io
 import os
 import stat
 import warnings
-from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from skingpt4.common import registry
 from skingpt4.common.config import (ConfigError, ConfigPath, apply_schema, config_path_problems, require_path,

@@ -26,7 +26,7 @@ from skingpt4.demo import page_layout
 from skingpt4.demo.differential_panel import DifferentialPanel
 from skingpt4.demo.loading import ModelLoader
 from skingpt4.demo.screening import NOT_UPLOADED_HERE, QuietLog, Refused, screen_inputs
-from skingpt4.demo.sessions import MAX_EXCHANGES, ChatSession, SessionRegistry
+from skingpt4.demo.sessions import MAX_EXCHANGES, SessionRegistry
 from skingpt4.demo.uploads import UploadRefused, UploadStore
 from skingpt4.prompting.clinical import CLINICAL_LABELS, CLINICAL_PROMPTS
 

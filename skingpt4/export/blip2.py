@@ -152,14 +152,9 @@ def build_processor(model, tokenizer, chat_template: str):
                           chat_template=chat_template)
 
 
-def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optional[str] = None,
-                 source: Optional[dict] = None) -> ExportReport:
-    """Write `model` (weights as loaded: projection / adapters from `model.ckpt`) as a transformers BLIP-2
-    directory. `merge`: fold LoRA adapters into the LLM first (in place). `dtype`: fp32 | bf16 | fp16 (default:
-    the LLM's). `source` (e.g. the config file and its SHA-256) goes into skingpt4_export.json with the model's
-    identity (variant, checkpoint, projection SHA-256: what a served answer's record names)."""
-    from transformers import Blip2ForConditionalGeneration
-
+def prepare_export(model, out_dir: str | Path, merge: bool, dtype: Optional[str], source: Optional[dict]):
+    """What every export target does first: check the output directory, the dtype and the weights, record the
+    model's identity, merge LoRA adapters. Returns (out, torch dtype, identity, merged layer count)."""
     out = Path(out_dir).expanduser()
     check_exportable(model, out, merge)
     if dtype is not None and dtype not in DTYPES:
@@ -171,7 +166,19 @@ def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optiona
     merged = merge_adapters(model.llm) if has_adapters(model.llm) else 0
     if merged:
         log.info("merged the LoRA adapters of %d layers into the LLM weights", merged)
+        check_finite(model)  # a merge in 16 bits can overflow
+    return out, torch_dtype, identity, merged
 
+
+def export_blip2(model, out_dir: str | Path, merge: bool = False, dtype: Optional[str] = None,
+                 source: Optional[dict] = None) -> ExportReport:
+    """Write `model` (weights as loaded: projection / adapters from `model.ckpt`) as a transformers BLIP-2
+    directory. `merge`: fold LoRA adapters into the LLM first (in place). `dtype`: fp32 | bf16 | fp16 (default:
+    the LLM's). `source` (e.g. the config file and its SHA-256) goes into skingpt4_export.json with the model's
+    identity (variant, checkpoint, projection SHA-256: what a served answer's record names)."""
+    from transformers import Blip2ForConditionalGeneration
+
+    out, torch_dtype, identity, merged = prepare_export(model, out_dir, merge, dtype, source)
     tokenizer = load_tokenizer(model.cfg.llm_model, model.cfg.tokenizer.pad_token)
     processor = build_processor(model, tokenizer, chat_template_jinja(model.template))
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)

@@ -28,10 +28,7 @@ import torch
 from omegaconf import OmegaConf
 
 from skingpt4.common.fingerprint import sha256_file, sha256_json
-from skingpt4.common.precision import DTYPES
-from skingpt4.export.blip2 import EXPORT_INFO_FILE, ExportError, ExportReport, check_exportable, check_finite
-from skingpt4.models.identity import model_identity
-from skingpt4.models.lora import has_adapters, merge_adapters
+from skingpt4.export.blip2 import EXPORT_INFO_FILE, ExportReport, prepare_export
 
 log = logging.getLogger("skingpt4.export")
 LLM_DIR = "llm"
@@ -77,19 +74,7 @@ def export_vllm(model, out_dir: str | Path, merge: bool = False, dtype: Optional
     """Write `model` as DIR/llm (what vLLM serves) + the client file + the manifest (module docstring)."""
     from safetensors.torch import save_file
 
-    out = Path(out_dir).expanduser()
-    check_exportable(model, out, merge)
-    if dtype is not None and dtype not in DTYPES:
-        raise ExportError(f"--dtype {dtype}: choose one of {', '.join(DTYPES)}")
-    torch_dtype = DTYPES[dtype] if dtype else model.llm_dtype
-    check_finite(model)
-    identity = model_identity(model)  # before merging: the trained weights (projection + adapters) as saved
-    identity.update(source or {})
-    merged = merge_adapters(model.llm) if has_adapters(model.llm) else 0
-    if merged:
-        log.info("merged the LoRA adapters of %d layers into the LLM weights", merged)
-        check_finite(model)
-
+    out, torch_dtype, identity, merged = prepare_export(model, out_dir, merge, dtype, source)
     out.mkdir(parents=True, exist_ok=True)
     llm_dir = out / LLM_DIR
     model.llm.to(torch_dtype).save_pretrained(llm_dir, safe_serialization=True, max_shard_size="5GB")
