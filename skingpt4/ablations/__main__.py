@@ -81,8 +81,12 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         build_tiny_assets(assets, progress=not args.no_progress, log=print)
-        arguments = dict(per_class=24, test_per_class=6, skincon_images=384, ddi_images=96, notes_per_class=4,
-                         skincon_test_images=96, val_per_class=6, size=256, seed=0, prepare=True, stats=False)
+        import inspect
+
+        # make_synthetic's defaults, without statistics: the generation scripts/main_job.sh makes (and reuses)
+        arguments = {name: p.default for name, p in inspect.signature(make_synthetic).parameters.items()
+                     if p.default is not inspect.Parameter.empty and name not in ("overwrite", "log")}
+        arguments["stats"] = False
         if not is_current(data, arguments):
             make_synthetic(data, **arguments, overwrite=True, log=print)
     cases = _case_path(args.cases, data / "cases" / "dermnet_test.csv")
