@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--step2-cfg", type=Path, default=None, help=f"step-2 training config (default {TINY['step2']})")
     parser.add_argument("--eval-cfg", type=Path, default=None, help=f"evaluation config (default {TINY['eval']})")
     parser.add_argument("--train-options", nargs="+", default=[], help="overrides for both training configs")
+    parser.add_argument("--step2-options", nargs="+", default=[],
+                        help="overrides for the step-2 stages only (e.g. a shorter step-2 budget: run.max_epoch=1)")
     parser.add_argument("--eval-options", nargs="+", default=[], help="overrides for the evaluation config")
     parser.add_argument("--cases", default=None, help="held-out cases (default <data>/cases/dermnet_test.csv)")
     parser.add_argument("--val-cases", default=None,
@@ -79,8 +81,12 @@ def main(argv=None) -> int:
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         build_tiny_assets(assets, progress=not args.no_progress, log=print)
-        arguments = dict(per_class=24, test_per_class=6, skincon_images=384, ddi_images=96, notes_per_class=4,
-                         skincon_test_images=96, val_per_class=6, size=256, seed=0, prepare=True, stats=False)
+        import inspect
+
+        # make_synthetic's defaults, without statistics: the generation scripts/main_job.sh makes (and reuses)
+        arguments = {name: p.default for name, p in inspect.signature(make_synthetic).parameters.items()
+                     if p.default is not inspect.Parameter.empty and name not in ("overwrite", "log")}
+        arguments["stats"] = False
         if not is_current(data, arguments):
             make_synthetic(data, **arguments, overwrite=True, log=print)
     cases = _case_path(args.cases, data / "cases" / "dermnet_test.csv")
@@ -95,7 +101,8 @@ def main(argv=None) -> int:
     from skingpt4.ablations.table import markdown
     from skingpt4.common.config import ConfigError
 
-    ablation = Ablation(args.out, Plan(step1, step2, tuple(args.train_options), args.launcher),
+    step2_options = args.step2_options or []
+    ablation = Ablation(args.out, Plan(step1, step2, tuple(args.train_options), tuple(step2_options), args.launcher),
                         Evaluator(eval_cfg, cases, val_cases, concept_cases, args.eval_options), args.arms, args.seeds,
                         data=data, progress=not args.no_progress)
     try:

@@ -55,6 +55,7 @@ class Plan:
     step1_cfg: Path
     step2_cfg: Path
     train_options: tuple[str, ...] = ()
+    step2_options: tuple[str, ...] = ()   # for the step-2 stages only (e.g. a shorter step-2 budget)
     launcher: Optional[str] = None   # e.g. "torchrun --nproc-per-node 8": training runs as that subprocess
     log: object = field(default=None, repr=False)
 
@@ -69,7 +70,7 @@ class Plan:
             options = [*self.train_options, f"run.seed={seed}", f"run.output_dir={folder}"]
             if step == "step2":
                 options.append(f"model.ckpt={previous / 'checkpoint_last.pth'}" if previous else "model.ckpt=null")
-                options += arm.step2_options
+                options += [*self.step2_options, *arm.step2_options]
             cfg = load_config(base, options)
             if step == "step2":
                 for dataset in arm.drop_datasets:
