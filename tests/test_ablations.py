@@ -105,3 +105,23 @@ def test_bootstrap_interval_and_ordering_checks():
                       ARMS, None)
     check = table["checks"][0]
     assert check["check"].startswith("step1_only > untrained") and not check["ok"]  # the gap is within the spread
+
+
+def test_a_stage_under_a_launcher_is_trained_once(small_data, tiny_assets, tmp_path, monkeypatch):
+    """--launcher: a training stage runs as `<launcher> train.py --cfg-path <its resolved config>` (torchrun at full
+    size; the plain interpreter here), is marked done, and is not trained again."""
+    from skingpt4.ablations.arms import ARMS, Plan, stage_done, train_stage
+
+    monkeypatch.setenv("SKINGPT4_SYNTHETIC_DATA", str(small_data))
+    monkeypatch.setenv("SKINGPT4_TINY_ASSETS", str(tiny_assets))
+    plan = Plan(REPO / "train_configs" / "main_job_step1.yaml", REPO / "train_configs" / "main_job_step2.yaml",
+                ("run.max_epoch=1", "run.iters_per_epoch=10"), launcher=f"{sys.executable}")
+    [(name, folder, cfg)] = plan.stage_configs(ARMS["step2_only"], 3, tmp_path)
+    assert name == "step2_step2_only" and cfg.model.ckpt is None and cfg.run.seed == 3
+    record = train_stage(plan, folder, cfg)
+    assert record["status"] == "finished" and stage_done(folder, cfg) and (folder / "train.log").is_file()
+    before = (folder / "checkpoint_last.pth").stat().st_mtime_ns
+    assert train_stage(plan, folder, cfg) == record
+    assert (folder / "checkpoint_last.pth").stat().st_mtime_ns == before
+    [(_, _, no_notes)] = plan.stage_configs(ARMS["both_steps_no_notes"], 3, tmp_path)[1:]
+    assert "skin_notes" not in no_notes.datasets and "dermnet" in no_notes.datasets

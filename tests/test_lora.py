@@ -76,10 +76,10 @@ def test_lora_run_changes_projection_and_adapters_only_and_reloads(data, tiny_as
     torch.manual_seed(1)
     figures = compare(again.eval(), str(out), torch.randn(1, 3, 224, 224), "What's wrong with my skin?", 8)
     print("merged export vs unmerged LoRA model:", figures["exact"])
-    # merged adapters round in fp32: within 1e-4 of the logits' scale (about 15 for the pretrained tiny LLM of the
-    # harder world, measured 1.7e-5 of it); a wrongly merged adapter moves logits by a good fraction of the scale
+    # merged adapters round in fp32: a few 1e-5 of the logits' scale (about 15 for the pretrained tiny LLM; measured
+    # 1.7e-5 of it with the tiny LLM of the harder synthetic world)
     scale = max(1.0, figures["served"]["next_token_logits_scale"])
-    assert figures["exact"]["logits_max_abs_diff"] <= 1e-4 * scale and figures["exact"]["greedy_tokens_equal"]
+    assert figures["exact"]["logits_max_abs_diff"] <= 4e-5 * scale and figures["exact"]["greedy_tokens_equal"]
 
 
 def test_lora_resume_is_bit_exact(data, tiny_assets, tmp_path):

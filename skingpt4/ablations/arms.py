@@ -34,6 +34,7 @@ class Arm:
     eval_options: tuple[str, ...] = ()          # extra overrides of the evaluation config (e.g. the LoRA shape)
 
 
+TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"   # the repository's training entry point
 LORA = "model.lora={r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, k_proj, v_proj, o_proj]}"
 ARMS = {arm.name: arm for arm in (
     Arm("untrained", "no training: a random projection (seeded)", ()),
@@ -110,7 +111,7 @@ def train_stage(plan: Plan, folder: Path, cfg: DictConfig) -> dict:
     config_file = folder / "train_config.yaml"
     config_file.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if plan.launcher:
-        command = [*shlex.split(plan.launcher), "train.py", "--cfg-path", str(config_file)]
+        command = [*shlex.split(plan.launcher), str(TRAIN_SCRIPT), "--cfg-path", str(config_file)]
         with open(folder / "train.log", "w") as log:
             done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
         if done.returncode != 0:
