@@ -25,7 +25,7 @@ from skingpt4.runners.data import Source, as_sources, build_train_loader
 from skingpt4.runners.feature_cache import cache_queries
 from skingpt4.runners.optim import adamw_kernel, build_optimizer
 from skingpt4.runners.recipe import TrainStep
-from skingpt4.runners.runner import to_device
+from skingpt4.runners.distributed import to_device
 
 PROMPTS = "prompts/step1.txt"
 

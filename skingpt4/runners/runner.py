@@ -20,7 +20,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -35,7 +35,7 @@ from skingpt4.common.precision import DTYPES, autocast
 from skingpt4.datasets.bad_images import BadSampleCounter
 from skingpt4.models import checkpoints as ckpt
 from skingpt4.runners.data import Source, build_train_loader
-from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier
+from skingpt4.runners.distributed import DistInfo, all_reduce_mean, barrier, to_device
 from skingpt4.runners.lr_schedules import ScheduleSpec, build_lr_scheduler
 from skingpt4.runners.metrics import MetricsLog
 from skingpt4.runners.validation import Validation
@@ -469,11 +469,3 @@ class _Window:
             "bad_items": sum(r["bad_items"] for r in rows),
             "skipped_batches": sum(r["skipped_batches"] for r in rows),
         }
-
-
-def to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: to_device(v, device) for k, v in batch.items()}
-    return batch

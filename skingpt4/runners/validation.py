@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from skingpt4.common.precision import DTYPES, autocast
 from skingpt4.runners.data import Source, derive_seed
+from skingpt4.runners.distributed import to_device
 
 
 class SeededItems(Dataset):
@@ -46,8 +47,6 @@ class Validation:
             precision: str) -> dict[str, Any]:
         """-> {"val_loss": item-weighted mean over every source, "val_loss_by_source": {name: mean},
         "val_items": items used}; items with bad images are skipped (counted by their dataset)."""
-        from skingpt4.runners.runner import to_device  # the runner imports this module
-
         was_training = model.training
         model.eval()
         by_source, total, items = {}, 0.0, 0
