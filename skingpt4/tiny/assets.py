@@ -179,7 +179,7 @@ def build_tiny_assets(out_dir: str | Path, seed: int = 0, recipe: Optional[TinyR
     # Two processes building into one folder (test sessions side by side, the main job beside the tests) would
     # tear each other's half-written files: the build holds an exclusive lock on a file beside the folder, and the
     # second process finds the first one's build done.
-    with open(out.with_name(out.name + ".lock"), "a") as lock:
+    with open(out.with_name(f".{out.name}.lock"), "a") as lock:  # hidden; ignored by git for tiny_assets/
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _build_unless_built(out, recipe, progress, log)
 
