@@ -80,6 +80,7 @@ def test_bad_input_is_one_line(tmp_path):
     from skingpt4.ablations.__main__ import main
 
     assert main(["--out", str(tmp_path / "x"), "--step1-cfg", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["--out", str(tmp_path / "x"), "--per-class", "0"]) == 2
     with pytest.raises(SystemExit) as exit_:
         main(["--arms", "no_such_arm"])
     assert exit_.value.code == 2
@@ -125,3 +126,16 @@ def test_a_stage_under_a_launcher_is_trained_once(small_data, tiny_assets, tmp_p
     assert (folder / "checkpoint_last.pth").stat().st_mtime_ns == before
     [(_, _, no_notes)] = plan.stage_configs(ARMS["both_steps_no_notes"], 3, tmp_path)[1:]
     assert "skin_notes" not in no_notes.datasets and "dermnet" in no_notes.datasets
+
+
+def test_the_ablation_recipe_lowers_only_the_step2_learning_rate(tmp_path):
+    """The tiny ablation recipe: step 2 at a tenth of the main job's learning rate, step 1 as in the main job; the
+    user's --step2-options come after it (and win); at full size the recipe is not applied."""
+    from skingpt4.ablations import ARMS, Plan
+    from skingpt4.ablations.__main__ import TINY, step2_recipe
+
+    assert step2_recipe(False, ["run.max_epoch=1"]) == ("run.max_epoch=1",)
+    for user, lr in (([], 1e-3), (["run.init_lr=5e-4"], 5e-4)):
+        plan = Plan(REPO / TINY["step1"], REPO / TINY["step2"], step2_options=step2_recipe(True, user))
+        (_, _, step1), (_, _, step2) = plan.stage_configs(ARMS["both_steps"], 0, tmp_path)
+        assert step1.run.init_lr == 1e-2 and step2.run.init_lr == lr and step2.run.min_lr == 1e-4
