@@ -82,6 +82,20 @@ def _case_path(value, default: Path):
 
 
 def main(argv=None) -> int:
+    # The stages read the data and asset folders from the environment (the tiny configs' ${oc.env:...}); an
+    # in-process caller (a test, a notebook) gets its own environment back afterwards.
+    saved = {key: os.environ.get(key) for key in ("SKINGPT4_SYNTHETIC_DATA", "SKINGPT4_TINY_ASSETS")}
+    try:
+        return _main(argv)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _main(argv) -> int:
     args = parse_args(argv)
     tiny = args.step1_cfg is None and args.step2_cfg is None and args.eval_cfg is None
     if args.per_class < 1:
